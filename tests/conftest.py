@@ -74,6 +74,20 @@ def _with_db(url: str, name: str) -> str:
     return f"{base}/{name}"
 
 
+@pytest.fixture(scope="session")
+def db_url(pg_server_url: str) -> Iterator[str]:
+    """A migrated database for this test session (tests must not assume it is otherwise empty)."""
+    from nexus.storage import migrate
+
+    name = f"nexus_s_{uuid.uuid4().hex[:12]}"
+    url = _with_db(pg_server_url, name)
+    migrate.ensure_database(url)
+    migrate.migrate(url, log=lambda _line: None)
+    yield url
+    with psycopg.connect(_with_db(pg_server_url, "postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def empty_db_url(pg_server_url: str) -> Iterator[str]:
     """A freshly created, empty database, dropped after the test."""

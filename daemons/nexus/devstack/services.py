@@ -20,12 +20,14 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit
 
 PACKAGE_HINT = {
-    "postgres": "install PostgreSQL: Debian `apt-get install postgresql`, Amazon Linux `dnf install postgresql15-server`",
+    "postgres": "install PostgreSQL: Debian `apt-get install postgresql`, "
+    "Amazon Linux `dnf install postgresql15-server`",
     "valkey": "install Valkey or Redis: Debian `apt-get install redis-server` (or valkey-server), "
     "Amazon Linux `dnf install valkey`",
     "nats": "install the NATS server: Debian `apt-get install nats-server`, elsewhere the nats-server release binary",
@@ -100,8 +102,8 @@ class _PrivateServer:
     def _prepare(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def _popen_kwargs(self) -> dict[str, object]:
-        return {}
+    def _preexec(self) -> Callable[[], None] | None:
+        return None
 
     def start(self, timeout: float = 30.0) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -110,7 +112,7 @@ class _PrivateServer:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 self._command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                **self._popen_kwargs(),  # type: ignore[arg-type]
+                preexec_fn=self._preexec(),
             )
         _wait_port("127.0.0.1", self.port, timeout, self.proc, self.log)
 
@@ -202,7 +204,9 @@ class PrivatePostgres(_PrivateServer):
             try:
                 self.user = pwd.getpwnam("postgres")
             except KeyError as exc:
-                raise MissingBinary("running as root needs the `postgres` system user to own a private cluster") from exc
+                raise MissingBinary(
+                    "running as root needs the `postgres` system user to own a private cluster"
+                ) from exc
 
     @property
     def url(self) -> str:
@@ -213,8 +217,8 @@ class PrivatePostgres(_PrivateServer):
             os.setgid(self.user.pw_gid)
             os.setuid(self.user.pw_uid)
 
-    def _popen_kwargs(self) -> dict[str, object]:
-        return {"preexec_fn": self._demote} if self.user is not None else {}
+    def _preexec(self) -> Callable[[], None] | None:
+        return self._demote if self.user is not None else None
 
     def _prepare(self) -> None:
         super()._prepare()
@@ -227,7 +231,7 @@ class PrivatePostgres(_PrivateServer):
                 subprocess.run(
                     [self.initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                      "--no-sync"],
-                    check=True, stdout=log, stderr=subprocess.STDOUT, **self._popen_kwargs(),  # type: ignore[arg-type]
+                    check=True, stdout=log, stderr=subprocess.STDOUT, preexec_fn=self._preexec(),
                 )
 
     def _command(self) -> list[str]:

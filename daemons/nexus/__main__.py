@@ -1,0 +1,3 @@
+from nexus.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""NATS core and JetStream client on Trio streams."""

@@ -1,0 +1,1 @@
+"""Valkey/Redis RESP client on Trio streams with hiredis as the parser."""
