@@ -1,8 +1,10 @@
 """The box's secret files: the virtual-key HMAC secret and the vault master key ring.
 
 On the appliance the first-boot unit writes them under ``/etc/nexus/secrets``
-(mode 0600) and systemd hands them to each daemon with ``LoadCredential=``, which
-shows up as ``$CREDENTIALS_DIRECTORY``; that directory wins when present.  For
+(mode 0600) and systemd hands them to each daemon with
+``LoadCredential=nexus:/etc/nexus/secrets``, which shows up as
+``$CREDENTIALS_DIRECTORY`` holding each file as ``nexus_<name>``; that directory
+wins when present.  For
 development, ``ensure`` creates them.  Vault key files are named
 ``vault-<key id>.key`` holding 32 random bytes (hex); the active id is in
 ``vault-active``.
@@ -18,6 +20,7 @@ from nexus.crypto.vault import Vault, VaultError
 
 KEY_HMAC = "key-hmac"
 VAULT_ACTIVE = "vault-active"
+CREDENTIAL_PREFIX = "nexus_"  # systemd names directory credentials <id>_<file name>
 
 
 class SecretsError(Exception):
@@ -46,6 +49,14 @@ def ensure(root: Path) -> None:
         _write(root / VAULT_ACTIVE, key_id + "\n")
 
 
+def _path(root: Path, name: str) -> Path:
+    direct = root / name
+    if direct.exists():
+        return direct
+    prefixed = root / (CREDENTIAL_PREFIX + name)
+    return prefixed if prefixed.exists() else direct
+
+
 def _read(path: Path) -> str:
     try:
         return path.read_text().strip()
@@ -56,7 +67,7 @@ def _read(path: Path) -> str:
 
 
 def key_hmac_secret(root: Path) -> bytes:
-    raw = _read(root / KEY_HMAC)
+    raw = _read(_path(root, KEY_HMAC))
     try:
         secret = bytes.fromhex(raw)
     except ValueError:
@@ -67,10 +78,10 @@ def key_hmac_secret(root: Path) -> bytes:
 
 
 def vault(root: Path) -> Vault:
-    active = _read(root / VAULT_ACTIVE)
+    active = _read(_path(root, VAULT_ACTIVE))
     keys: dict[str, bytes] = {}
-    for path in sorted(root.glob("vault-*.key")):
-        key_id = path.name[len("vault-"): -len(".key")]
+    for path in sorted([*root.glob("vault-*.key"), *root.glob(f"{CREDENTIAL_PREFIX}vault-*.key")]):
+        key_id = path.name.removeprefix(CREDENTIAL_PREFIX)[len("vault-"): -len(".key")]
         try:
             keys[key_id] = bytes.fromhex(_read(path))
         except ValueError:
