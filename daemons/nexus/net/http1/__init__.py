@@ -1,0 +1,1 @@
+"""HTTP/1.1 on httptools: pure parser core, Trio server and pooled client."""
