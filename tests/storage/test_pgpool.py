@@ -236,7 +236,7 @@ async def test_reconnects_after_the_server_restarts(private_postgres: PrivatePos
         with pytest.raises(PoolUnavailable, match="restart: database unavailable"):
             async with pool.connection():
                 pass
-        assert time.monotonic() - start < 0.2
+        assert time.monotonic() - start < 1.0  # far below connect_timeout: it did not try the dead server
 
         await trio.to_thread.run_sync(server.start)
         phase = "recovering"
