@@ -33,13 +33,19 @@ def _load(args: argparse.Namespace) -> NexusConfig:
 def _run_daemon(args: argparse.Namespace) -> int:
     import importlib
 
+    from nexus.crypto.secretfiles import SecretsError
     from nexus.runtime import daemon, logs
 
     config = _load(args)
     logs.configure(args.daemon, config.log.level, config.log.format)
     module = importlib.import_module(DAEMONS[args.daemon][0])
     control = daemon.Control()
-    return daemon.run(module.build(config, control), control)
+    try:
+        spec = module.build(config, control)
+    except SecretsError as exc:
+        print(f"{args.daemon}: {exc}", file=sys.stderr)
+        return 2
+    return daemon.run(spec, control)
 
 
 def _config_check(args: argparse.Namespace) -> int:

@@ -95,6 +95,9 @@ class GatewayConfig:
     upstream_connect_timeout: float = attrs.field(default=5.0, validator=_positive_s)
     upstream_first_byte_timeout: float = attrs.field(default=120.0, validator=_positive_s)
     upstream_read_timeout: float = attrs.field(default=120.0, validator=_positive_s)
+    # Client request headers copied to the upstream call, by lower-case name prefix (e.g. "x-mock-" for the
+    # mock provider's knobs). Empty by default: a client must not steer the upstream unless the operator says so.
+    forward_headers: list[str] = attrs.field(factory=list)
 
 
 @attrs.define(kw_only=True)
@@ -150,6 +153,37 @@ class MockProviderConfig:
 
 
 @attrs.define(kw_only=True)
+class AuditConfig:
+    """The audit pipeline: capture, the emitter's queue and spool, the hub's writer, retention (see audit.md)."""
+
+    # Per-daemon default; routes may narrow it.  off: no bodies; metadata: size and SHA-256 only.
+    capture: Literal["off", "metadata", "full"] = "full"
+    # A body up to this size travels in the event and is stored inline; larger ones go to the spill store.
+    inline_max: int = attrs.field(default=256 * 1024, validator=v.and_(_positive, v.le(256 * 1024)))
+    # Captured bodies are cut here (the row then says truncated); raw SSE bytes at stream_raw_max.
+    body_max: int = attrs.field(default=32 * 1024 * 1024, validator=_positive)
+    stream_raw_max: int = attrs.field(default=1024 * 1024, validator=_positive)
+    spill_dir: str = "/var/lib/nexus/spill"
+    spool_dir: str = "/var/lib/nexus/spool"
+    spool_file_max: int = attrs.field(default=64 * 1024 * 1024, validator=v.ge(64 * 1024))
+    # What the emitter does when NATS is unreachable or its queue is full.
+    loss_mode: Literal["spill", "block", "drop"] = "spill"
+    queue_max_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=v.ge(64 * 1024))
+    batch_max: int = attrs.field(default=512, validator=v.and_(_positive, v.le(10_000)))
+    batch_interval: float = attrs.field(default=0.1, validator=_positive_s)
+    publish_timeout: float = attrs.field(default=5.0, validator=_positive_s)
+    shutdown_timeout: float = attrs.field(default=5.0, validator=v.ge(0))
+    stream_max_age_days: float = attrs.field(default=7.0, validator=_positive_s)
+    writer_batch_max: int = attrs.field(default=2000, validator=v.and_(_positive, v.le(20_000)))
+    writer_batch_interval: float = attrs.field(default=1.0, validator=_positive_s)
+    writer_ack_wait: float = attrs.field(default=30.0, validator=v.ge(5.0))
+    # Tries of a record that fails on its own (undecodable, or refused by a constraint) before the DLQ.
+    max_deliver: int = attrs.field(default=5, validator=v.and_(_positive, v.le(100)))
+    retention_days: int = attrs.field(default=30, validator=_positive)
+    maintenance_interval: float = attrs.field(default=3600.0, validator=v.ge(10.0))
+
+
+@attrs.define(kw_only=True)
 class NexusConfig:
     storage: StorageConfig = attrs.field(factory=StorageConfig)
     log: LogConfig = attrs.field(factory=LogConfig)
@@ -161,3 +195,4 @@ class NexusConfig:
     control_plane: ControlPlaneConfig = attrs.field(factory=ControlPlaneConfig)
     agent: AgentConfig = attrs.field(factory=AgentConfig)
     mock_provider: MockProviderConfig = attrs.field(factory=MockProviderConfig)
+    audit: AuditConfig = attrs.field(factory=AuditConfig)

@@ -1,0 +1,84 @@
+"""The gateway's route table: /v1 routes of every dialect, plus the native shims (Gemini
+``/v1beta/models/{m}:generateContent``, Azure ``/openai/deployments/{d}/chat/completions``)."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable
+
+from nexus.gateway import embeddings, estimate, models
+from nexus.gateway import generate as gen
+from nexus.gateway.core import Gateway, check_chat, parse_json, request_id, stream_flag
+from nexus.gateway.errors import JSON, Caller, GatewayError, error_response
+from nexus.net.http1.types import Handler, Request, Response
+from nexus.runtime import logs
+from nexus.wire.errors import openai_error
+
+_GEMINI_ROUTE = re.compile(r"/v1beta/models/([^/:]+):(generateContent|streamGenerateContent)")
+_AZURE_ROUTE = re.compile(r"/openai/deployments/([^/]+)/chat/completions")
+
+Route = Callable[[Request], Awaitable[Response]]
+
+
+def make_gateway_handler(gw: Gateway) -> Handler:
+    async def generation(req: Request, caller: Caller, model: str | None = None, stream: bool | None = None
+                         ) -> Response:
+        call = gen.Call(request_id(req), caller, time.perf_counter())
+        token = logs.request_id.set(call.request_id)
+        try:
+            key = await gw.authenticate(req, caller)
+            parsed = parse_json(req)
+            if caller in ("openai", "anthropic"):
+                check_chat(parsed)
+            requested = model if model is not None else parsed.get("model")
+            call.stream = stream if stream is not None else stream_flag(parsed)
+            route = gw.resolve(key, requested)
+            call.model, call.route = route.code if requested is None else str(requested), route
+            return await gen.generate(gw.client, gw.timeouts, req, call, parsed, route, gw.forward_headers)
+        except GatewayError as err:
+            call.status, call.error_kind = err.status or 0, err.kind
+            return error_response(caller, err, call.headers(time.perf_counter()))
+        finally:
+            logs.request_id.reset(token)
+
+    async def chat(req: Request) -> Response:
+        return await generation(req, "openai")
+
+    async def responses(req: Request) -> Response:
+        return await generation(req, "responses")
+
+    async def messages(req: Request) -> Response:
+        return await generation(req, "anthropic")
+
+    routes: dict[tuple[str, str], Route] = {
+        ("POST", "/v1/chat/completions"): chat,
+        ("POST", "/v1/responses"): responses,
+        ("POST", "/v1/messages"): messages,
+        ("POST", "/v1/embeddings"): lambda req: embeddings.embeddings(gw, req),
+        ("POST", "/v1/estimate"): lambda req: estimate.estimate(gw, req),
+        ("POST", "/v1/messages/count_tokens"): lambda req: estimate.count_tokens(gw, req),
+        ("GET", "/v1/models"): lambda req: models.list_models(gw, req),
+    }
+    known_paths = {path for _method, path in routes}
+
+    async def handle(req: Request) -> Response:
+        route = routes.get((req.method, req.path))
+        if route is not None:
+            return await route(req)
+        if req.method == "POST":
+            m = _GEMINI_ROUTE.fullmatch(req.path)
+            if m is not None:
+                return await generation(req, "gemini", m.group(1), m.group(2) == "streamGenerateContent")
+            m = _AZURE_ROUTE.fullmatch(req.path)
+            if m is not None:
+                return await generation(req, "openai", m.group(1))
+        if req.method == "GET" and req.path.startswith("/v1/models/"):
+            return await models.one_model(gw, req, req.path[len("/v1/models/"):])
+        if req.path in known_paths:
+            return error_response("openai", GatewayError(
+                "invalid_request", f"method {req.method} not allowed on {req.path}", status=405))
+        return Response(404, [JSON], openai_error(404, f"no such route: {req.method} {req.path}",
+                                                  "invalid_request_error", "not_found"))
+
+    return handle

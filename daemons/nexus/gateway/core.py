@@ -1,0 +1,117 @@
+"""What every /v1 route does first: request id, authentication, body parsing, model resolution
+within the key's scope, and running a handler so that any ``GatewayError`` becomes an answer in the
+caller's dialect."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import orjson
+
+from nexus.gateway.catalog import CatalogHolder, ModelRoute
+from nexus.gateway.errors import Caller, GatewayError, NotFound, error_response
+from nexus.gateway.keys.extract import KeyInQuery, extract_key
+from nexus.gateway.keys.store import KeyStore, VirtualKey
+from nexus.net.http1 import client as http
+from nexus.net.http1.types import Request, Response, Timeouts
+from nexus.runtime import logs
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
+
+_AUTH_MESSAGES = {
+    "unknown": "invalid virtual key",
+    "revoked": "this virtual key has been revoked",
+    "expired": "this virtual key has expired",
+}
+
+
+@attrs.define
+class Gateway:
+    keys: KeyStore
+    catalog: CatalogHolder
+    client: http.HttpClient
+    timeouts: Timeouts
+    forward_headers: tuple[bytes, ...] = ()
+
+    async def authenticate(self, req: Request, caller: Caller) -> VirtualKey:
+        try:
+            presented = extract_key(req.headers, req.query, "azure" if req.path.startswith("/openai/") else
+                                    ("openai" if caller == "responses" else caller))
+        except KeyInQuery:
+            raise GatewayError("invalid_request", "API keys must not be sent in the URL; use the Authorization "
+                               "header", status=400) from None
+        if presented is None:
+            raise GatewayError("auth_failed", "missing virtual key: send Authorization: Bearer nvk_…")
+        result = await self.keys.authenticate(presented)
+        if result.key is not None:
+            return result.key
+        if result.verdict == "unavailable":
+            raise GatewayError("upstream_error", "key store unavailable, try again", status=503,
+                               headers=((b"retry-after", b"1"),))
+        raise GatewayError("auth_failed", _AUTH_MESSAGES[result.verdict])
+
+    def resolve(self, key: VirtualKey, model: Any) -> ModelRoute:
+        if not isinstance(model, str) or not model:
+            raise GatewayError("invalid_request", "`model` is required and must be a string", param="model")
+        route = self.catalog.current.resolve(model)
+        if route is None or not key.allows(model):
+            raise NotFound(f"model {model!r} does not exist or this key may not use it")
+        return route
+
+
+
+
+def request_id(req: Request) -> str:
+    given = req.headers.get("x-request-id")
+    if given is not None and _REQUEST_ID.fullmatch(given):
+        return given
+    return secrets.token_hex(12)
+
+
+async def answer(
+    req: Request, caller: Caller, work: Callable[[str, float], Awaitable[Response]]
+) -> Response:
+    """Run ``work(request_id, started)`` with the request id in the log context; a ``GatewayError`` becomes
+    the caller's error shape with the standard headers."""
+    rid = request_id(req)
+    started = time.perf_counter()
+    token = logs.request_id.set(rid)
+    try:
+        return await work(rid, started)
+    except GatewayError as err:
+        overhead = f"{(time.perf_counter() - started) * 1000:.3f}".encode()
+        return error_response(caller, err, [(b"x-request-id", rid.encode()), (b"x-nexus-overhead-ms", overhead)])
+    finally:
+        logs.request_id.reset(token)
+
+
+def parse_json(req: Request) -> dict[str, Any]:
+    if not req.body:
+        raise GatewayError("invalid_request", "request body is empty; expected a JSON object")
+    try:
+        parsed = orjson.loads(req.body)
+    except orjson.JSONDecodeError as exc:
+        raise GatewayError("invalid_request", f"request body is not valid JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise GatewayError("invalid_request", "request body must be a JSON object")
+    return parsed
+
+
+def stream_flag(parsed: dict[str, Any]) -> bool:
+    value = parsed.get("stream", False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise GatewayError("invalid_request", "`stream` must be a boolean", param="stream")
+    return value
+
+
+def check_chat(parsed: dict[str, Any]) -> None:
+    messages = parsed.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise GatewayError("invalid_request", "`messages` must be a non-empty array", param="messages")

@@ -1,0 +1,41 @@
+"""``nexus gateway``: wire config, secrets, storage clients and the /v1 handler into the daemon runtime."""
+
+from __future__ import annotations
+
+from nexus.config import NexusConfig
+from nexus.crypto import secretfiles
+from nexus.gateway.app import make_gateway_handler
+from nexus.gateway.catalog import CatalogHolder
+from nexus.gateway.core import Gateway
+from nexus.gateway.errors import protocol_error
+from nexus.gateway.keys.store import KeyStore
+from nexus.gateway.watch import ConfigWatcher
+from nexus.net.http1 import client as http
+from nexus.net.http1.types import Timeouts
+from nexus.runtime import daemon
+from nexus.runtime.http import endpoint, with_health
+from nexus.storage import clients
+
+
+def build(config: NexusConfig, control: daemon.Control) -> daemon.DaemonSpec:
+    secrets_dir = secretfiles.directory(config.secrets.dir)
+    key_secret = secretfiles.key_hmac_secret(secrets_dir)
+    vault = secretfiles.vault(secrets_dir)
+    pg = clients.pg_pool(config.storage)
+    valkey = clients.valkey(config.storage)
+    nats = clients.nats(config.storage, "nexus-gateway")
+    deps: list[daemon.Dependency] = [pg, valkey, nats]
+    gw_cfg = config.gateway
+    timeouts = Timeouts(connect=gw_cfg.upstream_connect_timeout, first_byte=gw_cfg.upstream_first_byte_timeout,
+                             read=gw_cfg.upstream_read_timeout)
+    keys = KeyStore(pg, key_secret)
+    holder = CatalogHolder()
+    watcher = ConfigWatcher(nats, pg, vault, keys, holder)
+    client = http.HttpClient(max_connections_per_origin=gw_cfg.upstream_pool_size, timeouts=timeouts)
+    forward = tuple(prefix.lower().encode() for prefix in gw_cfg.forward_headers)
+    gw = Gateway(keys, holder, client, timeouts, forward)
+    handler = with_health("gateway", make_gateway_handler(gw), deps, lambda: control.draining)
+    return daemon.DaemonSpec(
+        name="gateway", endpoints=[endpoint(gw_cfg.listen, handler, gw_cfg.http, error_response=protocol_error)],
+        dependencies=deps, background=[watcher.run], drain_timeout=config.runtime.drain_timeout,
+    )

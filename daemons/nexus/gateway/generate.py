@@ -1,0 +1,281 @@
+"""One generation request, from resolved model to the caller's answer, streaming or not.
+
+The caller's dialect and the upstream family decide the path (``dialects``): a
+same-family request is forwarded as its own bytes with ``model`` rewritten;
+anything else is translated to the canonical chat shape and out again.  A
+streamed answer is translated event by event as the bytes arrive.
+
+Before the first byte goes to the client, everything can still become a clean
+HTTP error in the caller's shape: an upstream error status, a connection
+failure, or an error frame arriving first after a 200 (the stream is primed:
+its first event is read before the response head is sent).  After that, a
+failure ends the stream with the dialect's error frame.  If the client goes
+away, the server cancels this task and the upstream stream is closed with it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import attrs
+import orjson
+
+from nexus.gateway import dialects
+from nexus.gateway.catalog import Family, ModelRoute
+from nexus.gateway.errors import JSON, Caller, GatewayError
+from nexus.gateway.providers.upstream import UpstreamCall, generate_call
+from nexus.net.http1 import client as http
+from nexus.net.http1.types import Request, Response, Timeouts
+from nexus.net.sse import SSEParser
+from nexus.wire import errors as wire_errors
+from nexus.wire import openai
+from nexus.wire.canonical import Obj
+from nexus.wire.errors import WireError
+from nexus.wire.usage import Usage
+
+SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+               (b"x-accel-buffering", b"no")]
+
+
+@attrs.define(slots=True)
+class Call:
+    """What happened to one request: the audit event is built from it."""
+
+    request_id: str
+    caller: Caller
+    started: float
+    model: str = ""
+    stream: bool = False
+    route: ModelRoute | None = None
+    coerced: list[str] = attrs.Factory(list)
+    upstream_started: float = 0.0
+    upstream_first_byte: float = 0.0
+    upstream_done: float = 0.0
+    usage: Usage = attrs.Factory(Usage)
+    finish_reason: str | None = None
+    status: int = 0
+    error_kind: str | None = None
+
+    def overhead_ms(self, now: float) -> float:
+        upstream = (self.upstream_done or now) - self.upstream_started if self.upstream_started else 0.0
+        return max(0.0, (now - self.started - upstream) * 1000)
+
+    def headers(self, now: float) -> list[tuple[bytes, bytes]]:
+        out = [(b"x-request-id", self.request_id.encode()),
+               (b"x-nexus-overhead-ms", f"{self.overhead_ms(now):.3f}".encode())]
+        if self.route is not None:
+            out.append((b"x-nexus-provider", self.route.provider.name.encode()))
+            out.append((b"x-nexus-model", self.route.code.encode()))
+        if self.coerced:
+            out.append((b"x-nexus-coerced", ",".join(self.coerced).encode()))
+        return out
+
+
+def upstream_failure(exc: http.HttpClientError) -> GatewayError:
+    if isinstance(exc, http.HttpTimeout):
+        return GatewayError("timeout", f"upstream timed out ({type(exc).__name__})")
+    return GatewayError("upstream_error", f"upstream unreachable or broken: {exc}")
+
+
+def from_upstream_status(family: Family, status: int, body: bytes, retry_after: bytes | None) -> GatewayError:
+    kind, message = wire_errors.parse_upstream_error(family, status, body)
+    if kind == "auth_failed":
+        # The caller's key was fine; ours was refused upstream: that is the gateway's problem, not theirs.
+        return GatewayError("upstream_error", f"upstream refused the gateway's credentials: {message}", status=502)
+    headers = ((b"retry-after", retry_after),) if retry_after and kind == "rate_limited" else ()
+    return GatewayError(kind, message, headers=headers)
+
+
+def _wire_error(err: WireError) -> GatewayError:
+    return GatewayError(err.kind, err.message, status=err.status, param=err.param)
+
+
+async def generate(
+    client: http.HttpClient, timeouts: Timeouts, req: Request, call: Call, parsed: Obj, route: ModelRoute,
+    forward: tuple[bytes, ...] = (),
+) -> Response:
+    family = route.provider.family
+    if family is None:
+        raise GatewayError("not_implemented", f"provider adapter {route.provider.adapter!r} is not supported yet")
+    caller = call.caller
+    passthrough = dialects.SAME_FAMILY[caller] == family
+    strip_usage = False
+    try:
+        chat: Obj = parsed
+        if passthrough:
+            body, strip_usage = dialects.passthrough_body(family, req.body, route)
+        else:
+            chat = dialects.to_chat(caller, parsed, call.model, call.stream)
+            body, call.coerced = dialects.upstream_body(family, chat, route)
+    except WireError as exc:
+        raise _wire_error(exc) from None
+    upstream = generate_call(route, body, call.stream, req.headers, forward)
+    if call.stream:
+        return await _stream(client, timeouts, call, parsed, family, upstream, passthrough, strip_usage)
+    return await _complete(client, timeouts, call, parsed, family, upstream, passthrough)
+
+
+async def _complete(
+    client: http.HttpClient, timeouts: Timeouts, call: Call, parsed: Obj, family: Family,
+    upstream: UpstreamCall, passthrough: bool,
+) -> Response:
+    call.upstream_started = time.perf_counter()
+    try:
+        resp = await client.request("POST", upstream.url, upstream.headers, upstream.body, timeouts)
+    except http.HttpClientError as exc:
+        raise upstream_failure(exc) from None
+    finally:
+        call.upstream_done = call.upstream_first_byte = time.perf_counter()
+    if resp.status >= 400:
+        raise from_upstream_status(family, resp.status, resp.body, resp.headers.get_bytes("retry-after"))
+    try:
+        data = orjson.loads(resp.body)
+    except orjson.JSONDecodeError:
+        raise GatewayError("upstream_error", "upstream answered with a body that is not JSON") from None
+    error = dialects.upstream_error_in_body(family, data)
+    if error is not None:
+        raise _wire_error(wire_errors.error_from_stream_event(family, error))
+    call.usage = dialects.USAGE_OF[family](data)
+    try:
+        if passthrough:
+            out = resp.body
+        else:
+            chat_resp = dialects.chat_from_upstream(family, data, call.model)
+            out = orjson.dumps(dialects.response_for_caller(call.caller, chat_resp, parsed))
+    except WireError as exc:
+        raise _wire_error(exc) from None
+    call.status = 200
+    return Response(200, [JSON, *call.headers(time.perf_counter())], out)
+
+
+class _Pump:
+    """Upstream SSE bytes → the caller's SSE bytes, one event at a time."""
+
+    def __init__(self, call: Call, parsed: Obj, family: Family, passthrough: bool, strip_usage: bool) -> None:
+        self.call = call
+        self.family = family
+        self.parser = SSEParser()
+        self.encode = dialects.ENCODE[call.caller]
+        self.passthrough = passthrough
+        if passthrough:
+            self.decoder: Any = dialects.stream_observer(family, strip_usage)
+            self.encoder: Any = None
+        else:
+            self.decoder = dialects.stream_decoder(family, call.model)
+            self.encoder = dialects.stream_encoder(call.caller, parsed)
+        self.openai_out = call.caller == "openai"
+
+    def _emit(self, events: list[tuple[str | None, Obj]], out: list[bytes]) -> None:
+        if self.encoder is None:
+            encode = self.encode
+            for name, data in events:
+                out.append(encode(name, data))
+            return
+        encode = self.encode
+        for _name, chunk in events:
+            for name, data in self.encoder.feed(None, chunk):
+                out.append(encode(name, data))
+
+    def feed(self, data: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        for ev in self.parser.feed(data):
+            if ev.data == "[DONE]":
+                continue
+            try:
+                obj = orjson.loads(ev.data)
+            except orjson.JSONDecodeError:
+                raise WireError("upstream_error", "upstream sent an event that is not JSON") from None
+            self._emit(self.decoder.feed(ev.event, obj), out)
+        return out
+
+    def finish(self) -> list[bytes]:
+        out: list[bytes] = []
+        self._emit(self.decoder.finish(), out)
+        if self.encoder is not None:
+            encode = self.encode
+            for name, data in self.encoder.finish():
+                out.append(encode(name, data))
+        if self.openai_out:
+            out.append(openai.DONE)
+        self._record()
+        return out
+
+    def fail(self, kind: wire_errors.Kind, message: str) -> bytes:
+        self._record()
+        self.call.error_kind = kind
+        if self.encoder is not None and hasattr(self.encoder, "fail"):
+            return b"".join(self.encode(name, data) for name, data in self.encoder.fail(kind, message))
+        return wire_errors.stream_error(dialects.WIRE[self.call.caller], kind, message)
+
+    def _record(self) -> None:
+        self.call.usage = self.decoder.usage
+        self.call.finish_reason = self.decoder.finish_reason
+
+
+async def _stream(
+    client: http.HttpClient, timeouts: Timeouts, call: Call, parsed: Obj, family: Family,
+    upstream: UpstreamCall, passthrough: bool, strip_usage: bool,
+) -> Response:
+    call.upstream_started = time.perf_counter()
+    ctx = client.stream("POST", upstream.url, upstream.headers, upstream.body, timeouts)
+    try:
+        resp = await ctx.__aenter__()
+    except http.HttpClientError as exc:
+        raise upstream_failure(exc) from None
+    call.upstream_first_byte = time.perf_counter()
+    pump = _Pump(call, parsed, family, passthrough, strip_usage)
+    chunks = resp.iter_bytes()
+    primed: list[bytes] = []
+    try:
+        if resp.status >= 400:
+            body = await resp.read()
+            raise from_upstream_status(family, resp.status, body, resp.headers.get_bytes("retry-after"))
+        # Read until the first output (or the end) so an error frame right after the 200 is still an HTTP error.
+        ended = False
+        while not primed:
+            try:
+                data = await chunks.__anext__()
+            except StopAsyncIteration:
+                primed.extend(pump.finish())
+                ended = True
+                break
+            primed.extend(pump.feed(data))
+    except WireError as exc:
+        await ctx.__aexit__(None, None, None)
+        raise _wire_error(exc) from None
+    except http.HttpClientError as exc:
+        await ctx.__aexit__(None, None, None)
+        raise upstream_failure(exc) from None
+    except BaseException:
+        await ctx.__aexit__(None, None, None)
+        raise
+    call.status = 200
+    headers = [*SSE_HEADERS, *call.headers(time.perf_counter())]
+    return Response(200, headers, _relay(ctx, chunks, pump, primed, ended))
+
+
+async def _relay(
+    ctx: Any, chunks: AsyncIterator[bytes], pump: _Pump, primed: list[bytes], ended: bool
+) -> AsyncIterator[bytes]:
+    try:
+        yield b"".join(primed)
+        if ended:
+            return
+        try:
+            async for data in chunks:
+                out = pump.feed(data)
+                if out:
+                    yield out[0] if len(out) == 1 else b"".join(out)
+            tail = pump.finish()
+        except WireError as exc:
+            tail = [pump.fail(exc.kind, exc.message)]
+        except http.HttpTimeout:
+            tail = [pump.fail("timeout", "upstream stopped sending")]
+        except http.HttpClientError as exc:
+            tail = [pump.fail("upstream_error", f"upstream stream broke: {exc}")]
+        yield b"".join(tail)
+    finally:
+        pump.call.upstream_done = time.perf_counter()
+        await ctx.__aexit__(None, None, None)

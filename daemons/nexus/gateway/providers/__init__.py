@@ -1,0 +1,1 @@
+"""Upstream providers: where each adapter family lives on the wire (URL, auth headers)."""

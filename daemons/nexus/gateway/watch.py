@@ -1,0 +1,78 @@
+"""Keep the gateway's in-memory config current: change signals from NATS, a full reload after
+NATS reconnects (signals may have been missed), and a slow periodic refresh as a last resort."""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from nexus import signals
+from nexus.crypto.vault import Vault
+from nexus.gateway import catalog
+from nexus.gateway.keys.store import KeyStore
+from nexus.net.nats.client import NatsClient
+from nexus.net.nats.subscription import Subscription
+from nexus.storage.pgpool import PgPool, PoolError
+
+log = logging.getLogger("nexus.gateway.watch")
+
+CATALOG_KINDS = frozenset({"provider", "credential", "model"})
+
+
+class ConfigWatcher:
+    def __init__(self, nats: NatsClient, pool: PgPool, vault: Vault, keys: KeyStore, holder: catalog.CatalogHolder,
+                 *, refresh_interval: float = 60.0) -> None:
+        self.nats = nats
+        self.pool = pool
+        self.vault = vault
+        self.keys = keys
+        self.holder = holder
+        self.refresh_interval = refresh_interval
+        self._reload = trio.Event()
+
+    async def reload_catalog(self) -> bool:
+        try:
+            self.holder.current = await catalog.load(self.pool, self.vault)
+        except (PoolError, OSError) as exc:
+            log.warning("catalog reload failed, keeping the previous one: %s", exc)
+            return False
+        self.holder.loaded = True
+        return True
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            sub = self.nats.subscribe(signals.ALL)
+            nursery.start_soon(self._signals, sub)
+            nursery.start_soon(self._reconnects)
+            nursery.start_soon(self._reloader)
+            await self.reload_catalog()
+            task_status.started()
+
+    async def _signals(self, sub: Subscription) -> None:
+        async for msg in sub:
+            kind, rid = signals.decode(msg.subject, msg.data)
+            if kind == "virtual_key":
+                self.keys.invalidate(rid)
+            elif kind in CATALOG_KINDS:
+                self._reload.set()
+
+    async def _reloader(self) -> None:
+        # Coalesce bursts of signals (a bulk edit) into one reload.
+        while True:
+            with trio.move_on_after(self.refresh_interval):
+                await self._reload.wait()
+            self._reload = trio.Event()
+            await trio.sleep(0.05)
+            await self.reload_catalog()
+
+    async def _reconnects(self) -> None:
+        was_up = self.nats.state.ok
+        while True:
+            await trio.sleep(0.25)
+            up = self.nats.state.ok
+            if up and not was_up:
+                log.info("NATS is back: dropping cached keys and reloading the catalog")
+                self.keys.invalidate()
+                self._reload.set()
+            was_up = up
