@@ -100,6 +100,16 @@ def empty_db_url(pg_server_url: str) -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session")
+def secrets_dir(state_root: Path) -> Path:
+    """The box's secret files (key HMAC secret, vault key ring), as first boot would create them."""
+    from nexus.crypto import secretfiles
+
+    path = state_root / "secrets"
+    secretfiles.ensure(path)
+    return path
+
+
 @pytest.fixture
 def private_dir() -> Iterator[Path]:
     path = _state_root()

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from nexus.devstack import services
+from nexus.storage import migrate
 
 
 def _readyz(port: int) -> tuple[int, dict[str, dict[str, object]]]:
@@ -36,14 +37,16 @@ def _until(port: int, status: int, timeout: float = 20) -> dict[str, dict[str, o
 @pytest.mark.slow
 def test_gateway_follows_each_dependency_restart(
     tmp_path: Path, private_postgres: services.PrivatePostgres, private_valkey: services.PrivateValkey,
-    private_nats: services.PrivateNats,
+    private_nats: services.PrivateNats, secrets_dir: Path,
 ) -> None:
+    migrate.migrate(private_postgres.url, log=lambda _line: None)
     port = services.free_port()
     config = tmp_path / "nexus.toml"
     config.write_text(
         f'[storage]\ndatabase_url = "{private_postgres.url}"\nvalkey_url = "{private_valkey.url}"\n'
         f'nats_url = "{private_nats.url}"\n[gateway.listen]\nhost = "127.0.0.1"\nport = {port}\n'
         '[runtime]\ndrain_timeout = 2.0\n'
+        f'[secrets]\ndir = "{secrets_dir}"\n'
     )
     log = tmp_path / "gateway.log"
     with open(log, "wb") as out:

@@ -15,11 +15,12 @@ from nexus.devstack.services import PrivateValkey
 from tests.runtime import systemd_harness
 
 
-def config_file(tmp_path: Path, pg: str, valkey: str, nats: str, extra: str = "") -> Path:
+def config_file(tmp_path: Path, pg: str, valkey: str, nats: str, secrets: Path | None = None) -> Path:
     path = tmp_path / "nexus.toml"
     path.write_text(
         f'[storage]\ndatabase_url = "{pg}"\nvalkey_url = "{valkey}"\nnats_url = "{nats}"\n'
-        f'[runtime]\ndrain_timeout = 10.0\n[log]\nlevel = "info"\n{extra}'
+        f'[runtime]\ndrain_timeout = 10.0\n[log]\nlevel = "info"\n'
+        + (f'[secrets]\ndir = "{secrets}"\n' if secrets else "")
     )
     return path
 
@@ -33,9 +34,10 @@ def daemons() -> Iterator[list[systemd_harness.Activated]]:
 
 
 def test_gateway_ready_serves_inherited_socket_and_stops_cleanly(
-    tmp_path: Path, db_url: str, valkey_url: str, nats_url: str, daemons: list[systemd_harness.Activated]
+    tmp_path: Path, db_url: str, valkey_url: str, nats_url: str, secrets_dir: Path,
+    daemons: list[systemd_harness.Activated],
 ) -> None:
-    d = systemd_harness.start("gateway", config_file(tmp_path, db_url, valkey_url, nats_url))
+    d = systemd_harness.start("gateway", config_file(tmp_path, db_url, valkey_url, nats_url, secrets_dir))
     daemons.append(d)
     d.wait_for("READY=1", 30)
     base = f"http://127.0.0.1:{d.port}"
@@ -63,10 +65,11 @@ def test_hub_on_hypercorn_under_activation(
 
 
 def test_ready_waits_for_dependencies(
-    tmp_path: Path, db_url: str, nats_url: str, private_dir: Path, daemons: list[systemd_harness.Activated]
+    tmp_path: Path, db_url: str, nats_url: str, private_dir: Path, secrets_dir: Path,
+    daemons: list[systemd_harness.Activated],
 ) -> None:
     valkey = PrivateValkey(private_dir / "valkey")  # not started yet: the gateway must wait for it
-    d = systemd_harness.start("gateway", config_file(tmp_path, db_url, valkey.url, nats_url))
+    d = systemd_harness.start("gateway", config_file(tmp_path, db_url, valkey.url, nats_url, secrets_dir))
     daemons.append(d)
     try:
         deadline = time.monotonic() + 10

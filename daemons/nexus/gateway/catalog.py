@@ -139,5 +139,7 @@ async def load(pool: PgPool, vault: Vault) -> Catalog:
 
 @attrs.define
 class CatalogHolder:
+    """The current snapshot; ``loaded`` stays False until the first successful load."""
+
     current: Catalog = EMPTY
     loaded: bool = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
 import trio
 
 from nexus import signals
@@ -13,7 +14,7 @@ from nexus.gateway import catalog
 from nexus.gateway.keys.store import KeyStore
 from nexus.net.nats.client import NatsClient
 from nexus.net.nats.subscription import Subscription
-from nexus.storage.pgpool import PgPool, PoolError
+from nexus.storage.pgpool import PgPool
 
 log = logging.getLogger("nexus.gateway.watch")
 
@@ -34,7 +35,9 @@ class ConfigWatcher:
     async def reload_catalog(self) -> bool:
         try:
             self.holder.current = await catalog.load(self.pool, self.vault)
-        except (PoolError, OSError) as exc:
+        except (psycopg.Error, OSError) as exc:
+            # An unreachable or not-yet-migrated database must not take the gateway down: keep serving what we
+            # have and try again (soon while we have nothing).
             log.warning("catalog reload failed, keeping the previous one: %s", exc)
             return False
         self.holder.loaded = True
@@ -60,7 +63,7 @@ class ConfigWatcher:
     async def _reloader(self) -> None:
         # Coalesce bursts of signals (a bulk edit) into one reload.
         while True:
-            with trio.move_on_after(self.refresh_interval):
+            with trio.move_on_after(self.refresh_interval if self.holder.loaded else 2.0):
                 await self._reload.wait()
             self._reload = trio.Event()
             await trio.sleep(0.05)
