@@ -16,7 +16,8 @@ from nexus.storage import partitions
 
 
 def _fail(message: str) -> int:
-    print(message, file=sys.stderr)
+    # One line: libpq adds a hint on a second line ("Is the server running…") that journald would split.
+    print(" ".join(message.split()), file=sys.stderr)
     return 1
 
 

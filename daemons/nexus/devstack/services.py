@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import os
 import pwd
 import shutil
@@ -178,6 +179,17 @@ class PrivateNats(_PrivateServer):
         return [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.root / "jetstream")]
 
 
+def _traversable_by_others(path: Path) -> bool:
+    for parent in [*reversed(path.parents), path]:
+        try:
+            mode = parent.stat().st_mode
+        except FileNotFoundError:
+            return True  # created below with mode 0755
+        if not mode & 0o001:
+            return False
+    return True
+
+
 class PrivatePostgres(_PrivateServer):
     """A throwaway cluster with trust auth on loopback.
 
@@ -198,7 +210,6 @@ class PrivatePostgres(_PrivateServer):
         bindir = Path(postgres).parent
         initdb = bindir / "initdb"
         self.initdb = str(initdb) if initdb.exists() else (shutil.which("initdb") or "initdb")
-        self.data = self.root / "data"
         self.user: pwd.struct_passwd | None = None
         if os.geteuid() == 0:
             try:
@@ -207,6 +218,12 @@ class PrivatePostgres(_PrivateServer):
                 raise MissingBinary(
                     "running as root needs the `postgres` system user to own a private cluster"
                 ) from exc
+            if not _traversable_by_others(self.root):
+                # The cluster must be reachable by the postgres user; a root-only tree (/root, pytest's tmp) is not.
+                digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+                self.root = Path("/var/tmp") / f"nexus-postgres-{digest}"
+                self.log = self.root / f"{self.kind}.log"
+        self.data = self.root / "data"
 
     @property
     def url(self) -> str:
@@ -228,11 +245,14 @@ class PrivatePostgres(_PrivateServer):
                 os.chown(self.log, self.user.pw_uid, self.user.pw_gid)
         if not (self.data / "PG_VERSION").exists():
             with open(self.log, "ab") as log:
-                subprocess.run(
+                done = subprocess.run(
                     [self.initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                      "--no-sync"],
-                    check=True, stdout=log, stderr=subprocess.STDOUT, preexec_fn=self._preexec(),
+                    stdout=log, stderr=subprocess.STDOUT, preexec_fn=self._preexec(),
                 )
+            if done.returncode != 0:
+                tail = self.log.read_text(errors="replace")[-1500:]
+                raise RuntimeError(f"initdb failed for a private PostgreSQL in {self.data}:\n{tail}")
 
     def _command(self) -> list[str]:
         return [self.postgres, "-D", str(self.data), "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",

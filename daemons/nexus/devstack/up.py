@@ -144,6 +144,8 @@ def main(args: argparse.Namespace) -> int:
                 raise RuntimeError(f"port {ports[name]} for {name} is already in use (another `make run`?)")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "NOTIFY_", "WATCHDOG_"))}
         env["NEXUS_CONFIG"] = str(config_path)
+        # Variables beat the file: point them at what actually answers (a private server may have replaced them).
+        env.update(NEXUS_DATABASE_URL=urls["postgres"], NEXUS_VALKEY_URL=urls["valkey"], NEXUS_NATS_URL=urls["nats"])
         for name in ORDER:
             log = logs / f"{name}.log"
             with open(log, "ab") as out:
