@@ -69,7 +69,7 @@ def test_dev_up_with_the_machines_storage(tmp_path: Path, pg_server_url: str, va
     state = tmp_path / "state"
     proc, banner = _run_until_banner(state, env)
     try:
-        assert "using postgres" in banner and "migrations: 6 applied" in banner or "applied" in banner
+        assert ("using postgres" in banner and "migrations: 6 applied" in banner) or "applied" in banner
         assert re.search(r"Admin login:\s+admin@nexus.local / \S+", banner)
         curl = _curl_from(banner)
         assert curl[0] == "curl"

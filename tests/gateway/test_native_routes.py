@@ -58,5 +58,6 @@ def test_same_family_passthrough_keeps_the_callers_bytes(stack: Stack) -> None:
     seen = [r for r in mock_requests(stack) if "byte-exact" in str(r["body"])][-1]
     assert seen["body"] == raw.decode().replace('"model":"mock-gpt"', '"model":"gpt-4o-mini"')
     headers = {k.lower(): v for k, v in seen["headers"].items()}  # type: ignore[attr-defined]
-    assert headers["authorization"] == "Bearer " + secret_hash("mock-openai-key")  # the provider credential, decrypted from the vault
-    assert stack.key not in json.dumps(seen)  # the caller's virtual key never goes upstream
+    # The provider credential, decrypted from the vault, goes upstream; the caller's virtual key never does.
+    assert headers["authorization"] == "Bearer " + secret_hash("mock-openai-key")
+    assert stack.key not in json.dumps(seen)

@@ -221,7 +221,7 @@ class PrivatePostgres(_PrivateServer):
             if not _traversable_by_others(self.root):
                 # The cluster must be reachable by the postgres user; a root-only tree (/root, pytest's tmp) is not.
                 digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
-                self.root = Path("/var/tmp") / f"nexus-postgres-{digest}"
+                self.root = Path("/var/tmp") / f"nexus-postgres-{digest}"  # noqa: S108 - owned 0755 by postgres
                 self.log = self.root / f"{self.kind}.log"
         self.data = self.root / "data"
 
