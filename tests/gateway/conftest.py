@@ -7,6 +7,7 @@ their own keys make them with ``make_key``; tests that need a fresh process
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import subprocess
@@ -99,6 +100,21 @@ def stack(db_url: str, valkey_url: str, nats_url: str, tmp_path_factory: pytest.
     finally:
         stop(gateway)
         stop(mock)
+
+
+@contextlib.contextmanager
+def extra_gateway(stack: Stack, valkey_url: str, logs: Path, **env: str) -> Iterator[str]:
+    """Another gateway process on the same storage, with config overrides (NEXUS_* variables)."""
+    port = services.free_port()
+    full = daemon_env(stack.db_url, valkey_url, stack.nats_url, stack.secrets, NEXUS_GATEWAY__LISTEN__PORT=str(port),
+                      **env)
+    log = logs / "gateway.log"
+    proc = start_daemon("gateway", full, log)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
 
 
 def make_key(stack: Stack, *, allowed_models: list[str] | None = None, expires_in: float | None = None,

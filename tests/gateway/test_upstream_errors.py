@@ -12,8 +12,7 @@ import httpx
 import openai
 import pytest
 
-from nexus.devstack import services
-from tests.gateway.conftest import Stack, daemon_env, mock_requests, start_daemon, stop, wait_ready
+from tests.gateway.conftest import Stack, extra_gateway, mock_requests
 
 MODELS = ["mock-gpt", "mock-claude", "mock-gemini"]
 
@@ -141,17 +140,10 @@ def _mock_connections(stack: Stack) -> int:
 @pytest.fixture(scope="module")
 def impatient_gateway(stack: Stack, valkey_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A second gateway whose upstream first-byte and read timeouts are one second."""
-    port = services.free_port()
-    env = daemon_env(stack.db_url, valkey_url, stack.nats_url, stack.secrets,
-                     NEXUS_GATEWAY__LISTEN__PORT=str(port), NEXUS_GATEWAY__UPSTREAM_FIRST_BYTE_TIMEOUT="1.0",
-                     NEXUS_GATEWAY__UPSTREAM_READ_TIMEOUT="1.0")
-    log = tmp_path_factory.mktemp("impatient") / "gateway.log"
-    proc = start_daemon("gateway", env, log)
-    try:
-        wait_ready(f"http://127.0.0.1:{port}", proc, log)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(proc)
+    with extra_gateway(stack, valkey_url, tmp_path_factory.mktemp("impatient"),
+                       NEXUS_GATEWAY__UPSTREAM_FIRST_BYTE_TIMEOUT="1.0", NEXUS_GATEWAY__UPSTREAM_READ_TIMEOUT="1.0"
+                       ) as url:
+        yield url
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -56,8 +56,5 @@ def error_response(caller: Caller, err: GatewayError, extra: list[tuple[bytes, b
 def protocol_error(status: int, message: str) -> Response:
     """Answers the HTTP layer gives before any route is known (bad framing, 413, 408, 429): OpenAI shape."""
     kind: Kind = "rate_limited" if status == 429 else "invalid_request" if status < 500 else "upstream_error"
-    headers = [JSON]
-    if status == 429:
-        headers.append((b"retry-after", b"1"))
     _, body = error_body("openai", kind, message, status=status)
-    return Response(status, headers, body)
+    return Response(status, [JSON], body)  # the server adds Retry-After to its own 429s
