@@ -1,0 +1,1 @@
+"""Desktop agent: endpoint interception running the hooks locally, config from the hub."""

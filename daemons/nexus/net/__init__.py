@@ -1,0 +1,1 @@
+"""Trio-native network protocol layers for the hot path: HTTP/1.1, RESP (Valkey) and NATS, each a pure codec plus a thin Trio shell."""

@@ -1,0 +1,1 @@
+"""Storage access under Trio: PostgreSQL (psycopg adapter and pool), migrations."""
