@@ -19,6 +19,7 @@ from pathlib import Path
 from nexus.crypto.vault import Vault, VaultError
 
 KEY_HMAC = "key-hmac"
+SERVICE_TOKEN = "service-token"  # noqa: S105 - a file name. Daemon-to-daemon calls (e.g. the control plane asking a gateway to simulate)
 VAULT_ACTIVE = "vault-active"
 CREDENTIAL_PREFIX = "nexus_"  # systemd names directory credentials <id>_<file name>
 
@@ -43,6 +44,8 @@ def ensure(root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not (root / KEY_HMAC).exists():
         _write(root / KEY_HMAC, secrets.token_hex(32) + "\n")
+    if not (root / SERVICE_TOKEN).exists():
+        _write(root / SERVICE_TOKEN, secrets.token_urlsafe(32) + "\n")
     if not (root / VAULT_ACTIVE).exists():
         key_id = "k1"
         _write(root / f"vault-{key_id}.key", secrets.token_hex(32) + "\n")
@@ -75,6 +78,12 @@ def key_hmac_secret(root: Path) -> bytes:
     if len(secret) < 32:
         raise SecretsError(f"{root / KEY_HMAC} must hold at least 32 bytes")
     return secret
+
+
+def service_token(root: Path) -> bytes:
+    """The shared service token, or empty (internal endpoints then refuse every call) when not provisioned."""
+    path = _path(root, SERVICE_TOKEN)
+    return _read(path).encode() if path.exists() else b""
 
 
 def vault(root: Path) -> Vault:

@@ -11,6 +11,7 @@ from nexus.gateway import embeddings, estimate, models
 from nexus.gateway import generate as gen
 from nexus.gateway.core import Gateway, check_chat, parse_json, request_id, stream_flag
 from nexus.gateway.errors import JSON, Caller, GatewayError, error_response
+from nexus.gateway.routing.simulate import simulate_handler
 from nexus.net.http1.types import Handler, Request, Response
 from nexus.runtime import logs
 from nexus.wire.errors import openai_error
@@ -33,9 +34,9 @@ def make_gateway_handler(gw: Gateway) -> Handler:
                 check_chat(parsed)
             requested = model if model is not None else parsed.get("model")
             call.stream = stream if stream is not None else stream_flag(parsed)
-            route = gw.resolve(key, requested)
-            call.model, call.route = route.code if requested is None else str(requested), route
-            return await gen.generate(gw.client, gw.timeouts, req, call, parsed, route, gw.forward_headers)
+            plan = await gw.plan(key, req, caller, requested, call.request_id, parsed)
+            call.model = str(requested)
+            return await gen.generate(gw.client, gw.timeouts, req, call, parsed, plan, gw.health, gw.forward_headers)
         except GatewayError as err:
             call.status, call.error_kind = err.status or 0, err.kind
             return error_response(caller, err, call.headers(time.perf_counter()))
@@ -59,6 +60,9 @@ def make_gateway_handler(gw: Gateway) -> Handler:
         ("POST", "/v1/estimate"): lambda req: estimate.estimate(gw, req),
         ("POST", "/v1/messages/count_tokens"): lambda req: estimate.count_tokens(gw, req),
         ("GET", "/v1/models"): lambda req: models.list_models(gw, req),
+        ("POST", "/internal/routing/simulate"): lambda req: simulate_handler(
+            req, service_token=gw.service_token, router=gw.router.current, catalog=gw.catalog.current,
+            health=gw.health),
     }
     known_paths = {path for _method, path in routes}
 

@@ -8,6 +8,7 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import attrs
@@ -17,6 +18,12 @@ from nexus.gateway.catalog import CatalogHolder, ModelRoute
 from nexus.gateway.errors import Caller, GatewayError, NotFound, error_response
 from nexus.gateway.keys.extract import KeyInQuery, extract_key
 from nexus.gateway.keys.store import KeyStore, VirtualKey
+from nexus.gateway.router_llm import ask_router
+from nexus.gateway.routing.health import Health
+from nexus.gateway.routing.planner import NeedsSmartChoice, Plan
+from nexus.gateway.routing.predicate import Endpoint, RouteRequest
+from nexus.gateway.routing.smart import run_smart
+from nexus.gateway.routing.store import RouterHolder
 from nexus.net.http1 import client as http
 from nexus.net.http1.types import Request, Response, Timeouts
 from nexus.runtime import logs
@@ -30,13 +37,44 @@ _AUTH_MESSAGES = {
 }
 
 
+ENDPOINTS: dict[Caller, Endpoint] = {
+    "openai": "chat", "responses": "responses", "anthropic": "messages", "gemini": "gemini",
+}
+
+
 @attrs.define
 class Gateway:
     keys: KeyStore
     catalog: CatalogHolder
     client: http.HttpClient
     timeouts: Timeouts
+    router: RouterHolder = attrs.Factory(RouterHolder)
+    health: Health = attrs.Factory(Health)
     forward_headers: tuple[bytes, ...] = ()
+    service_token: bytes = b""
+
+    async def plan(self, key: VirtualKey, req: Request, caller: Caller, model: Any, rid: str,
+                   parsed: dict[str, Any]) -> Plan:
+        """The ordered upstream targets for this request (routing rules, fallbacks, health)."""
+        if not isinstance(model, str) or not model:
+            raise GatewayError("invalid_request", "`model` is required and must be a string", param="model")
+        if not key.allows(model):
+            raise NotFound(f"model {model!r} does not exist or this key may not use it")
+        metadata = parsed.get("metadata")
+        request = RouteRequest(
+            model=model, endpoint=ENDPOINTS[caller], request_id=rid, virtual_key_id=key.id, org_id=key.org_id,
+            org_path=key.org_path, project_id=key.project_id, user_id=key.owner_user_id, headers=req.headers,
+            metadata=metadata if isinstance(metadata, dict) else {}, messages=parsed.get("messages") or (),
+        )
+        planned = self.router.current.plan(request, self.catalog.current, self.health, key.allows)
+        if isinstance(planned, NeedsSmartChoice):
+            planned = await run_smart(planned, partial(ask_router, self.client))
+        if planned.denied is not None:
+            raise GatewayError("invalid_request", f"model {model!r} is denied by routing policy: {planned.denied}",
+                               status=403)
+        if not planned.targets:
+            raise NotFound(f"model {model!r} does not exist or this key may not use it")
+        return planned
 
     async def authenticate(self, req: Request, caller: Caller) -> VirtualKey:
         try:

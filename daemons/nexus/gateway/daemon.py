@@ -9,6 +9,7 @@ from nexus.gateway.catalog import CatalogHolder
 from nexus.gateway.core import Gateway
 from nexus.gateway.errors import protocol_error
 from nexus.gateway.keys.store import KeyStore
+from nexus.gateway.routing.store import RouterHolder
 from nexus.gateway.watch import ConfigWatcher
 from nexus.net.http1 import client as http
 from nexus.net.http1.types import Timeouts
@@ -30,10 +31,12 @@ def build(config: NexusConfig, control: daemon.Control) -> daemon.DaemonSpec:
                              read=gw_cfg.upstream_read_timeout)
     keys = KeyStore(pg, key_secret)
     holder = CatalogHolder()
-    watcher = ConfigWatcher(nats, pg, vault, keys, holder)
+    router = RouterHolder()
+    watcher = ConfigWatcher(nats, pg, vault, keys, holder, router)
     client = http.HttpClient(max_connections_per_origin=gw_cfg.upstream_pool_size, timeouts=timeouts)
     forward = tuple(prefix.lower().encode() for prefix in gw_cfg.forward_headers)
-    gw = Gateway(keys, holder, client, timeouts, forward)
+    gw = Gateway(keys, holder, client, timeouts, router=router, forward_headers=forward,
+                 service_token=secretfiles.service_token(secrets_dir))
     handler = with_health("gateway", make_gateway_handler(gw), deps, lambda: control.draining)
     return daemon.DaemonSpec(
         name="gateway", endpoints=[endpoint(gw_cfg.listen, handler, gw_cfg.http, error_response=protocol_error)],

@@ -11,21 +11,33 @@ failure, or an error frame arriving first after a 200 (the stream is primed:
 its first event is read before the response head is sent).  After that, a
 failure ends the stream with the dialect's error frame.  If the client goes
 away, the server cancels this task and the upstream stream is closed with it.
+
+Every failure before the first byte is an ``AttemptFailed`` carrying its
+routing ``Outcome``; ``generate`` walks the routing plan's targets, asking each
+target whether to retry it (after a jittered backoff), move on to the next, or
+answer the client with the failure.  Every attempt is recorded on the ``Call``
+and in ``X-Nexus-Attempts``.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import attrs
 import orjson
+import trio
 
 from nexus.gateway import dialects
 from nexus.gateway.catalog import Family, ModelRoute
 from nexus.gateway.errors import JSON, Caller, GatewayError
 from nexus.gateway.providers.upstream import UpstreamCall, generate_call
+from nexus.gateway.routing import attempts as routing_attempts
+from nexus.gateway.routing.attempts import CONNECT, ERROR_FRAME, TIMEOUT, Attempt, Outcome
+from nexus.gateway.routing.health import Health
+from nexus.gateway.routing.planner import Plan
 from nexus.net.http1 import client as http
 from nexus.net.http1.types import Request, Response, Timeouts
 from nexus.net.sse import SSEParser
@@ -57,12 +69,14 @@ class Call:
     finish_reason: str | None = None
     status: int = 0
     error_kind: str | None = None
+    attempts: list[Attempt] = attrs.Factory(list)
+    plan: Plan | None = None
 
     def overhead_ms(self, now: float) -> float:
         upstream = (self.upstream_done or now) - self.upstream_started if self.upstream_started else 0.0
         return max(0.0, (now - self.started - upstream) * 1000)
 
-    def headers(self, now: float) -> list[tuple[bytes, bytes]]:
+    def headers(self, now: float, *, with_attempts: bool = True) -> list[tuple[bytes, bytes]]:
         out = [(b"x-request-id", self.request_id.encode()),
                (b"x-nexus-overhead-ms", f"{self.overhead_ms(now):.3f}".encode())]
         if self.route is not None:
@@ -70,13 +84,30 @@ class Call:
             out.append((b"x-nexus-model", self.route.code.encode()))
         if self.coerced:
             out.append((b"x-nexus-coerced", ",".join(self.coerced).encode()))
+        if with_attempts and self.attempts:
+            out.append((b"x-nexus-attempts", routing_attempts.attempts_header(self.attempts)))
         return out
+
+
+class AttemptFailed(Exception):
+    """One upstream attempt failed before any byte reached the client."""
+
+    def __init__(self, error: GatewayError, outcome: Outcome) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.outcome = outcome
 
 
 def upstream_failure(exc: http.HttpClientError) -> GatewayError:
     if isinstance(exc, http.HttpTimeout):
         return GatewayError("timeout", f"upstream timed out ({type(exc).__name__})")
     return GatewayError("upstream_error", f"upstream unreachable or broken: {exc}")
+
+
+def _failed(exc: http.HttpClientError) -> AttemptFailed:
+    # A pool or connect timeout means no connection was made: a connection failure, not a slow answer.
+    slow = isinstance(exc, http.FirstByteTimeout | http.ReadTimeout)
+    return AttemptFailed(upstream_failure(exc), TIMEOUT if slow else CONNECT)
 
 
 def from_upstream_status(family: Family, status: int, body: bytes, retry_after: bytes | None) -> GatewayError:
@@ -93,12 +124,54 @@ def _wire_error(err: WireError) -> GatewayError:
 
 
 async def generate(
-    client: http.HttpClient, timeouts: Timeouts, req: Request, call: Call, parsed: Obj, route: ModelRoute,
+    client: http.HttpClient, timeouts: Timeouts, req: Request, call: Call, parsed: Obj, plan: Plan, health: Health,
     forward: tuple[bytes, ...] = (),
+) -> Response:
+    """Answer from the first target of ``plan`` that works; raise the last failure as a ``GatewayError``."""
+    call.plan = plan
+    last: GatewayError | None = None
+    for target in plan.targets:
+        retries = 0
+        while True:
+            route = target.route
+            call.route = route
+            started = time.perf_counter()
+            health.begin(route.provider.id)
+            try:
+                response = await _attempt(client, timeouts, req, call, parsed, route, forward)
+            except AttemptFailed as failed:
+                elapsed = time.perf_counter() - started
+                health.record(route.provider.id, False, failed.outcome.health_kind, elapsed)
+                outcome = failed.outcome
+                call.attempts.append(Attempt(route.provider.name, route.code, outcome.kind, outcome.status, elapsed))
+                last = failed.error
+                verdict = target.decide(failed.outcome, retries)
+                if verdict == "retry":
+                    await trio.sleep(routing_attempts.backoff_s(target.retry, retries, random.random(),
+                                                                failed.outcome.retry_after_s))
+                    retries += 1
+                    continue
+                if verdict == "next":
+                    break
+                raise failed.error from None
+            elapsed = time.perf_counter() - started
+            health.record(route.provider.id, True, "ok", elapsed)
+            call.attempts.append(Attempt(route.provider.name, route.code, "ok", 200, elapsed))
+            response.headers.append((b"x-nexus-attempts", routing_attempts.attempts_header(call.attempts)))
+            return response
+    if last is not None:
+        raise last
+    raise GatewayError("no_compatible_provider", f"no provider can serve model {call.model!r} for this request")
+
+
+async def _attempt(
+    client: http.HttpClient, timeouts: Timeouts, req: Request, call: Call, parsed: Obj, route: ModelRoute,
+    forward: tuple[bytes, ...],
 ) -> Response:
     family = route.provider.family
     if family is None:
-        raise GatewayError("not_implemented", f"provider adapter {route.provider.adapter!r} is not supported yet")
+        raise AttemptFailed(GatewayError("not_implemented", f"provider adapter {route.provider.adapter!r} is not "
+                                         "supported yet"), Outcome.from_status(501))
     caller = call.caller
     passthrough = dialects.SAME_FAMILY[caller] == family
     strip_usage = False
@@ -110,8 +183,14 @@ async def generate(
             chat = dialects.to_chat(caller, parsed, call.model, call.stream)
             body, call.coerced = dialects.upstream_body(family, chat, route)
     except WireError as exc:
-        raise _wire_error(exc) from None
+        # The request cannot be expressed for this target's family (it may be for the next one).
+        raise AttemptFailed(_wire_error(exc), Outcome.from_status(exc.status or 400)) from None
     upstream = generate_call(route, body, call.stream, req.headers, forward)
+    limit = route.provider.timeout_s
+    if limit < timeouts.first_byte or limit < timeouts.read:
+        # The provider row's own timeout, when tighter: a fallback should not wait out the global default.
+        timeouts = Timeouts(connect=timeouts.connect, first_byte=min(timeouts.first_byte, limit),
+                            read=min(timeouts.read, limit), pool_acquire=timeouts.pool_acquire)
     if call.stream:
         return await _stream(client, timeouts, call, parsed, family, upstream, passthrough, strip_usage)
     return await _complete(client, timeouts, call, parsed, family, upstream, passthrough)
@@ -125,18 +204,21 @@ async def _complete(
     try:
         resp = await client.request("POST", upstream.url, upstream.headers, upstream.body, timeouts)
     except http.HttpClientError as exc:
-        raise upstream_failure(exc) from None
+        raise _failed(exc) from None
     finally:
         call.upstream_done = call.upstream_first_byte = time.perf_counter()
     if resp.status >= 400:
-        raise from_upstream_status(family, resp.status, resp.body, resp.headers.get_bytes("retry-after"))
+        retry_after = resp.headers.get_bytes("retry-after")
+        raise AttemptFailed(from_upstream_status(family, resp.status, resp.body, retry_after),
+                            Outcome.from_status(resp.status, retry_after))
     try:
         data = orjson.loads(resp.body)
     except orjson.JSONDecodeError:
-        raise GatewayError("upstream_error", "upstream answered with a body that is not JSON") from None
+        raise AttemptFailed(GatewayError("upstream_error", "upstream answered with a body that is not JSON"),
+                            ERROR_FRAME) from None
     error = dialects.upstream_error_in_body(family, data)
     if error is not None:
-        raise _wire_error(wire_errors.error_from_stream_event(family, error))
+        raise AttemptFailed(_wire_error(wire_errors.error_from_stream_event(family, error)), ERROR_FRAME)
     call.usage = dialects.USAGE_OF[family](data)
     try:
         if passthrough:
@@ -145,9 +227,9 @@ async def _complete(
             chat_resp = dialects.chat_from_upstream(family, data, call.model)
             out = orjson.dumps(dialects.response_for_caller(call.caller, chat_resp, parsed))
     except WireError as exc:
-        raise _wire_error(exc) from None
+        raise AttemptFailed(_wire_error(exc), ERROR_FRAME) from None
     call.status = 200
-    return Response(200, [JSON, *call.headers(time.perf_counter())], out)
+    return Response(200, [JSON, *call.headers(time.perf_counter(), with_attempts=False)], out)
 
 
 class _Pump:
@@ -223,7 +305,7 @@ async def _stream(
     try:
         resp = await ctx.__aenter__()
     except http.HttpClientError as exc:
-        raise upstream_failure(exc) from None
+        raise _failed(exc) from None
     call.upstream_first_byte = time.perf_counter()
     pump = _Pump(call, parsed, family, passthrough, strip_usage)
     chunks = resp.iter_bytes()
@@ -231,7 +313,9 @@ async def _stream(
     try:
         if resp.status >= 400:
             body = await resp.read()
-            raise from_upstream_status(family, resp.status, body, resp.headers.get_bytes("retry-after"))
+            retry_after = resp.headers.get_bytes("retry-after")
+            raise AttemptFailed(from_upstream_status(family, resp.status, body, retry_after),
+                                Outcome.from_status(resp.status, retry_after))
         # Read until the first output (or the end) so an error frame right after the 200 is still an HTTP error.
         ended = False
         while not primed:
@@ -244,15 +328,15 @@ async def _stream(
             primed.extend(pump.feed(data))
     except WireError as exc:
         await ctx.__aexit__(None, None, None)
-        raise _wire_error(exc) from None
+        raise AttemptFailed(_wire_error(exc), ERROR_FRAME) from None
     except http.HttpClientError as exc:
         await ctx.__aexit__(None, None, None)
-        raise upstream_failure(exc) from None
+        raise _failed(exc) from None
     except BaseException:
         await ctx.__aexit__(None, None, None)
         raise
     call.status = 200
-    headers = [*SSE_HEADERS, *call.headers(time.perf_counter())]
+    headers = [*SSE_HEADERS, *call.headers(time.perf_counter(), with_attempts=False)]
     return Response(200, headers, _relay(ctx, chunks, pump, primed, ended))
 
 

@@ -12,35 +12,40 @@ from nexus import signals
 from nexus.crypto.vault import Vault
 from nexus.gateway import catalog
 from nexus.gateway.keys.store import KeyStore
+from nexus.gateway.routing.store import RouterHolder, load_router
 from nexus.net.nats.client import NatsClient
 from nexus.net.nats.subscription import Subscription
 from nexus.storage.pgpool import PgPool
 
 log = logging.getLogger("nexus.gateway.watch")
 
-CATALOG_KINDS = frozenset({"provider", "credential", "model"})
+CATALOG_KINDS = frozenset({"provider", "credential", "model", "routing_rule"})
 
 
 class ConfigWatcher:
     def __init__(self, nats: NatsClient, pool: PgPool, vault: Vault, keys: KeyStore, holder: catalog.CatalogHolder,
-                 *, refresh_interval: float = 60.0) -> None:
+                 router: RouterHolder, *, refresh_interval: float = 60.0) -> None:
         self.nats = nats
         self.pool = pool
         self.vault = vault
         self.keys = keys
         self.holder = holder
+        self.router = router
         self.refresh_interval = refresh_interval
         self._reload = trio.Event()
 
     async def reload_catalog(self) -> bool:
+        """Providers, models and routing rules, each swapped in whole when it loads."""
         try:
             self.holder.current = await catalog.load(self.pool, self.vault)
+            self.holder.loaded = True
+            self.router.current = await load_router(self.pool)
+            self.router.loaded = True
         except (psycopg.Error, OSError) as exc:
             # An unreachable or not-yet-migrated database must not take the gateway down: keep serving what we
             # have and try again (soon while we have nothing).
-            log.warning("catalog reload failed, keeping the previous one: %s", exc)
+            log.warning("config reload failed, keeping the previous snapshot: %s", exc)
             return False
-        self.holder.loaded = True
         return True
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -63,7 +68,7 @@ class ConfigWatcher:
     async def _reloader(self) -> None:
         # Coalesce bursts of signals (a bulk edit) into one reload.
         while True:
-            with trio.move_on_after(self.refresh_interval if self.holder.loaded else 2.0):
+            with trio.move_on_after(self.refresh_interval if self.router.loaded else 2.0):
                 await self._reload.wait()
             self._reload = trio.Event()
             await trio.sleep(0.05)

@@ -31,9 +31,9 @@ from nexus.storage.pgpool import PgPool, PoolError
 log = logging.getLogger("nexus.gateway.keys")
 
 _QUERY = (
-    "SELECT id::text, name, kind, org_id::text, project_id::text, owner_user_id::text, allowed_models, rpm, tpm, "
-    "extract(epoch FROM expires_at)::float8, revoked_at IS NOT NULL "
-    "FROM virtual_key WHERE key_hash = %s"
+    "SELECT k.id::text, k.name, k.kind, k.org_id::text, k.project_id::text, k.owner_user_id::text, k.allowed_models, "
+    "k.rpm, k.tpm, extract(epoch FROM k.expires_at)::float8, k.revoked_at IS NOT NULL, o.path "
+    "FROM virtual_key k JOIN organization o ON o.id = k.org_id WHERE k.key_hash = %s"
 )
 
 
@@ -58,6 +58,7 @@ class VirtualKey:
     tpm: int | None
     expires_at: float | None
     revoked: bool
+    org_path: str = ""
     _models: re.Pattern[str] | None = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
@@ -68,8 +69,9 @@ class VirtualKey:
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> VirtualKey:
-        (key_id, name, kind, org_id, project_id, owner, models, rpm, tpm, expires_at, revoked) = row
-        return cls(key_id, name, kind, org_id, project_id, owner, tuple(models or ()), rpm, tpm, expires_at, revoked)
+        (key_id, name, kind, org_id, project_id, owner, models, rpm, tpm, expires_at, revoked, org_path) = row
+        return cls(key_id, name, kind, org_id, project_id, owner, tuple(models or ()), rpm, tpm, expires_at, revoked,
+                   org_path)
 
 
 Verdict = Literal["ok", "unknown", "revoked", "expired", "unavailable"]
