@@ -17,7 +17,8 @@ PREFIX = "nexus.config.changed."
 ALL = PREFIX + ">"
 
 Kind = Literal[
-    "virtual_key", "provider", "credential", "model", "routing_rule", "quota_policy", "hook_config", "rule_pack",
+    "virtual_key", "provider", "credential", "model", "routing_rule", "quota_policy", "quota_override", "hook_config",
+    "rule_pack",
     "passthrough", "kill_switch", "interception_domain", "organization", "project",
 ]
 

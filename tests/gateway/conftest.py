@@ -108,6 +108,7 @@ def extra_gateway(stack: Stack, valkey_url: str, logs: Path, **env: str) -> Iter
     port = services.free_port()
     full = daemon_env(stack.db_url, valkey_url, stack.nats_url, stack.secrets, NEXUS_GATEWAY__LISTEN__PORT=str(port),
                       **env)
+    logs.mkdir(parents=True, exist_ok=True)
     log = logs / "gateway.log"
     proc = start_daemon("gateway", full, log)
     try:

@@ -42,7 +42,7 @@ def _run_daemon(args: argparse.Namespace) -> int:
     control = daemon.Control()
     try:
         spec = module.build(config, control)
-    except SecretsError as exc:
+    except (SecretsError, ConfigError) as exc:
         print(f"{args.daemon}: {exc}", file=sys.stderr)
         return 2
     return daemon.run(spec, control)

@@ -11,6 +11,7 @@ from nexus.gateway import embeddings, estimate, models
 from nexus.gateway import generate as gen
 from nexus.gateway.core import Gateway, check_chat, parse_json, request_id, stream_flag
 from nexus.gateway.errors import JSON, Caller, GatewayError, error_response
+from nexus.gateway.quota import request as quota
 from nexus.gateway.routing.simulate import simulate_handler
 from nexus.net.http1.types import Handler, Request, Response
 from nexus.runtime import logs
@@ -36,9 +37,16 @@ def make_gateway_handler(gw: Gateway) -> Handler:
             call.stream = stream if stream is not None else stream_flag(parsed)
             plan = await gw.plan(key, req, caller, requested, call.request_id, parsed)
             call.model = str(requested)
-            return await gen.generate(gw.client, gw.timeouts, req, call, parsed, plan, gw.health, gw.forward_headers)
+            quota_headers = await quota.reserve(gw, call, key, plan.targets[0].route, caller, parsed, len(req.body))
+            response = await gen.generate(gw.client, gw.timeouts, req, call, parsed, plan, gw.health,
+                                          gw.forward_headers)
+            response.headers.extend(quota_headers)
+            if isinstance(response.body, bytes):
+                await call.finish()
+            return response
         except GatewayError as err:
             call.status, call.error_kind = err.status or 0, err.kind
+            await call.finish()
             return error_response(caller, err, call.headers(time.perf_counter()))
         finally:
             logs.request_id.reset(token)

@@ -18,6 +18,7 @@ from nexus.gateway.catalog import CatalogHolder, ModelRoute
 from nexus.gateway.errors import Caller, GatewayError, NotFound, error_response
 from nexus.gateway.keys.extract import KeyInQuery, extract_key
 from nexus.gateway.keys.store import KeyStore, VirtualKey
+from nexus.gateway.quota.engine import QuotaEngine
 from nexus.gateway.router_llm import ask_router
 from nexus.gateway.routing.health import Health
 from nexus.gateway.routing.planner import NeedsSmartChoice, Plan
@@ -52,6 +53,7 @@ class Gateway:
     health: Health = attrs.Factory(Health)
     forward_headers: tuple[bytes, ...] = ()
     service_token: bytes = b""
+    quota: QuotaEngine | None = None
 
     async def plan(self, key: VirtualKey, req: Request, caller: Caller, model: Any, rid: str,
                    parsed: dict[str, Any]) -> Plan:

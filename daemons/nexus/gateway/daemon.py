@@ -9,6 +9,9 @@ from nexus.gateway.catalog import CatalogHolder
 from nexus.gateway.core import Gateway
 from nexus.gateway.errors import protocol_error
 from nexus.gateway.keys.store import KeyStore
+from nexus.gateway.quota.engine import QuotaEngine
+from nexus.gateway.quota.rebuild import pg_rebuilder
+from nexus.gateway.quota.settings import QuotaSettings
 from nexus.gateway.routing.store import RouterHolder
 from nexus.gateway.watch import ConfigWatcher
 from nexus.net.http1 import client as http
@@ -32,13 +35,14 @@ def build(config: NexusConfig, control: daemon.Control) -> daemon.DaemonSpec:
     keys = KeyStore(pg, key_secret)
     holder = CatalogHolder()
     router = RouterHolder()
-    watcher = ConfigWatcher(nats, pg, vault, keys, holder, router)
     client = http.HttpClient(max_connections_per_origin=gw_cfg.upstream_pool_size, timeouts=timeouts)
     forward = tuple(prefix.lower().encode() for prefix in gw_cfg.forward_headers)
+    quota = QuotaEngine.from_settings(valkey, QuotaSettings.from_env(), rebuilder=pg_rebuilder(pg))
+    watcher = ConfigWatcher(nats, pg, vault, keys, holder, router, quota)
     gw = Gateway(keys, holder, client, timeouts, router=router, forward_headers=forward,
-                 service_token=secretfiles.service_token(secrets_dir))
+                 service_token=secretfiles.service_token(secrets_dir), quota=quota)
     handler = with_health("gateway", make_gateway_handler(gw), deps, lambda: control.draining)
     return daemon.DaemonSpec(
         name="gateway", endpoints=[endpoint(gw_cfg.listen, handler, gw_cfg.http, error_response=protocol_error)],
-        dependencies=deps, background=[watcher.run], drain_timeout=config.runtime.drain_timeout,
+        dependencies=deps, background=[watcher.run, quota.run], drain_timeout=config.runtime.drain_timeout,
     )

@@ -21,9 +21,10 @@ and in ``X-Nexus-Attempts``.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -46,6 +47,8 @@ from nexus.wire import openai
 from nexus.wire.canonical import Obj
 from nexus.wire.errors import WireError
 from nexus.wire.usage import Usage
+
+log = logging.getLogger("nexus.gateway")
 
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
                (b"x-accel-buffering", b"no")]
@@ -71,6 +74,21 @@ class Call:
     error_kind: str | None = None
     attempts: list[Attempt] = attrs.Factory(list)
     plan: Plan | None = None
+    # Run once when the answer is complete (for a stream: when the relay ends), shielded from cancellation:
+    # quota reconciliation, cache store, the audit event.
+    on_finish: list[Callable[[Call], Awaitable[None]]] = attrs.Factory(list)
+    finished: bool = False
+
+    async def finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        with trio.CancelScope(shield=True):
+            for step in self.on_finish:
+                try:
+                    await step(self)
+                except Exception:
+                    log.exception("finishing request %s failed", self.request_id)
 
     def overhead_ms(self, now: float) -> float:
         upstream = (self.upstream_done or now) - self.upstream_started if self.upstream_started else 0.0
@@ -362,4 +380,6 @@ async def _relay(
         yield b"".join(tail)
     finally:
         pump.call.upstream_done = time.perf_counter()
-        await ctx.__aexit__(None, None, None)
+        with trio.CancelScope(shield=True):
+            await ctx.__aexit__(None, None, None)
+        await pump.call.finish()

@@ -12,6 +12,8 @@ from nexus import signals
 from nexus.crypto.vault import Vault
 from nexus.gateway import catalog
 from nexus.gateway.keys.store import KeyStore
+from nexus.gateway.quota.engine import QuotaEngine
+from nexus.gateway.quota.store import load_snapshot
 from nexus.gateway.routing.store import RouterHolder, load_router
 from nexus.net.nats.client import NatsClient
 from nexus.net.nats.subscription import Subscription
@@ -19,28 +21,33 @@ from nexus.storage.pgpool import PgPool
 
 log = logging.getLogger("nexus.gateway.watch")
 
-CATALOG_KINDS = frozenset({"provider", "credential", "model", "routing_rule"})
+CATALOG_KINDS = frozenset(
+    {"provider", "credential", "model", "routing_rule", "quota_policy", "quota_override", "organization"}
+)
 
 
 class ConfigWatcher:
     def __init__(self, nats: NatsClient, pool: PgPool, vault: Vault, keys: KeyStore, holder: catalog.CatalogHolder,
-                 router: RouterHolder, *, refresh_interval: float = 60.0) -> None:
+                 router: RouterHolder, quota: QuotaEngine | None = None, *, refresh_interval: float = 60.0) -> None:
         self.nats = nats
         self.pool = pool
         self.vault = vault
         self.keys = keys
         self.holder = holder
         self.router = router
+        self.quota = quota
         self.refresh_interval = refresh_interval
         self._reload = trio.Event()
 
     async def reload_catalog(self) -> bool:
-        """Providers, models and routing rules, each swapped in whole when it loads."""
+        """Providers, models, routing rules and quota policies, each swapped in whole when it loads."""
         try:
             self.holder.current = await catalog.load(self.pool, self.vault)
             self.holder.loaded = True
             self.router.current = await load_router(self.pool)
             self.router.loaded = True
+            if self.quota is not None:
+                self.quota.snapshot = await load_snapshot(self.pool)
         except (psycopg.Error, OSError) as exc:
             # An unreachable or not-yet-migrated database must not take the gateway down: keep serving what we
             # have and try again (soon while we have nothing).
