@@ -140,3 +140,21 @@ def make_key(stack: Stack, *, allowed_models: list[str] | None = None, expires_i
 def mock_requests(stack: Stack) -> list[dict[str, object]]:
     records: list[dict[str, object]] = httpx.get(stack.mock + "/_mock/requests").json()["requests"]
     return records
+
+
+def publish_signal(stack: Stack, *kinds: str, resource_id: str | None = None) -> None:
+    """Tell the gateways a config kind changed, as the control plane does (nats-py as an independent client)."""
+    import asyncio
+
+    import nats as nats_py
+
+    from nexus import signals
+
+    async def publish() -> None:
+        nc = await nats_py.connect(stack.nats_url)
+        for kind in kinds:
+            await nc.publish(signals.PREFIX + kind, signals.encode(resource_id))
+        await nc.flush()
+        await nc.close()
+
+    asyncio.run(publish())

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 import trio
 
-from tests.gateway.conftest import Stack, extra_gateway, make_key
+from tests.gateway.conftest import Stack, extra_gateway, make_key, publish_signal
 
 
 @pytest.fixture
@@ -23,6 +23,7 @@ def budget_key(stack: Stack) -> Iterator[str]:
             "INSERT INTO quota_policy (name, axis, virtual_key_id, unit, window_kind, window_seconds, soft_limit, "
             "hard_limit) VALUES (%s, 'virtual_key', %s, 'requests', 'sliding', 3600, 40, 50)",
             (f"budget-{key_id}", key_id))
+    publish_signal(stack, "quota_policy")
     yield key
     with psycopg.connect(stack.db_url) as conn:
         conn.execute("DELETE FROM quota_policy WHERE virtual_key_id = %s", (key_id,))
@@ -59,3 +60,19 @@ def test_two_gateways_cannot_overspend(stack: Stack, valkey_url: str, tmp_path: 
     assert warned  # past the soft limit of 40
     ok = next(r for r in results if r.status_code == 200)
     assert ok.headers["x-nexus-quota-limit"] == "50"
+
+
+def test_usage_reports_the_keys_budget(stack: Stack, budget_key: str) -> None:
+    import time
+
+    deadline = time.monotonic() + 5
+    while True:  # the shared gateway picks the new policy up on its next reload
+        httpx.post(stack.v1 + "/chat/completions", headers={"authorization": f"Bearer {budget_key}"},
+                   json={"model": "mock-gpt", "messages": [{"role": "user", "content": "x"}]}, timeout=30)
+        body = httpx.get(stack.v1 + "/usage", headers={"authorization": f"Bearer {budget_key}"}).json()
+        if body.get("policies") or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert body["policies"], body
+    assert "50" in str(body)
+    assert httpx.get(stack.v1 + "/usage").status_code == 401

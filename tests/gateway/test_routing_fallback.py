@@ -3,21 +3,18 @@ and an error frame before the first byte; no retry once bytes reached the client
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Iterator
 
 import httpx
-import nats as nats_py
 import orjson
 import psycopg
 import pytest
 
-from nexus import signals
 from nexus.crypto import secretfiles
 from nexus.devstack import services
-from tests.gateway.conftest import Stack, daemon_env, mock_requests, start_daemon, stop, wait_ready
+from tests.gateway.conftest import Stack, daemon_env, mock_requests, publish_signal, start_daemon, stop, wait_ready
 
 FAILURES = {
     "429": {"NEXUS_MOCK_PROVIDER__STATUS": "429"},
@@ -25,17 +22,6 @@ FAILURES = {
     "err200": {"NEXUS_MOCK_PROVIDER__ERROR_ON_200": "true"},
     "hang": {"NEXUS_MOCK_PROVIDER__HANG": "30"},
 }
-
-
-def _signal(stack: Stack, *kinds: str) -> None:
-    async def publish() -> None:
-        nc = await nats_py.connect(stack.nats_url)
-        for kind in kinds:
-            await nc.publish(signals.PREFIX + kind, signals.encode())
-        await nc.flush()
-        await nc.close()
-
-    asyncio.run(publish())
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +64,7 @@ def failing(stack: Stack, valkey_url: str, tmp_path_factory: pytest.TempPathFact
         conn.execute("INSERT INTO model (provider_id, code, provider_model_id) SELECT id, %s, 'gpt-4o-mini' "
                      "FROM provider WHERE name = %s", (f"fb-denied-{tag}-m", f"fb-denyp-{tag}"))
         names["denied"] = f"fb-denied-{tag}-m"
-    _signal(stack, "provider", "model", "routing_rule")
+    publish_signal(stack, "provider", "model", "routing_rule")
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if _chat(stack, names["503"]).status_code == 200:
@@ -90,7 +76,7 @@ def failing(stack: Stack, valkey_url: str, tmp_path_factory: pytest.TempPathFact
     with psycopg.connect(stack.db_url) as conn:
         conn.execute("DELETE FROM routing_rule WHERE name LIKE %s", (f"fb-%-{tag}",))
         conn.execute("DELETE FROM provider WHERE name LIKE %s", (f"fb-%-{tag}",))
-    _signal(stack, "provider", "routing_rule")
+    publish_signal(stack, "provider", "routing_rule")
 
 
 def _chat(stack: Stack, model: str, *, stream: bool = False, headers: dict[str, str] | None = None,

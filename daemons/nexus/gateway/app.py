@@ -68,6 +68,7 @@ def make_gateway_handler(gw: Gateway) -> Handler:
         ("POST", "/v1/estimate"): lambda req: estimate.estimate(gw, req),
         ("POST", "/v1/messages/count_tokens"): lambda req: estimate.count_tokens(gw, req),
         ("GET", "/v1/models"): lambda req: models.list_models(gw, req),
+        ("GET", "/v1/usage"): lambda req: models.usage(gw, req),
         ("POST", "/internal/routing/simulate"): lambda req: simulate_handler(
             req, service_token=gw.service_token, router=gw.router.current, catalog=gw.catalog.current,
             health=gw.health),
