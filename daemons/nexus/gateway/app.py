@@ -6,21 +6,53 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from nexus.gateway import embeddings, estimate, models
+from nexus.gateway import dialects, embeddings, estimate, models
 from nexus.gateway import generate as gen
+from nexus.gateway.catalog import ModelRoute
 from nexus.gateway.core import Gateway, check_chat, parse_json, request_id, stream_flag
 from nexus.gateway.errors import JSON, Caller, GatewayError, error_response
+from nexus.gateway.keys.store import VirtualKey
 from nexus.gateway.quota import request as quota
 from nexus.gateway.routing.simulate import simulate_handler
 from nexus.net.http1.types import Handler, Request, Response
 from nexus.runtime import logs
-from nexus.wire.errors import openai_error
+from nexus.wire.errors import WireError, openai_error
 
 _GEMINI_ROUTE = re.compile(r"/v1beta/models/([^/:]+):(generateContent|streamGenerateContent)")
 _AZURE_ROUTE = re.compile(r"/openai/deployments/([^/]+)/chat/completions")
 
 Route = Callable[[Request], Awaitable[Response]]
+
+
+async def _request_hooks(gw: Gateway, call: gen.Call, key: VirtualKey, req: Request, parsed: dict[str, Any],
+                         route: ModelRoute) -> None:
+    """Run the request hooks (unless passthrough or the kill switch says not to); arm the response stage."""
+    compliance = gw.compliance
+    if compliance is None or compliance.state.pipeline is None:
+        return
+    flags = compliance.flags(route.provider.adapter, route.provider.id)
+    if flags.skip_hooks:
+        call.hook_header = b"bypassed"
+        return
+    meta = {
+        "org_id": key.org_id, "project_id": key.project_id, "key_id": key.id, "user_id": key.owner_user_id,
+        "source_ip": req.client[0] if req.client else None, "provider_type": route.provider.adapter,
+        "provider_id": route.provider.id, "provider_region": route.provider.region, "model": call.model,
+        "body_size": len(req.body), "request_id": call.request_id, "stream": call.stream,
+    }
+    try:
+        chat = parsed if call.caller == "openai" else dialects.to_chat(call.caller, parsed, call.model, call.stream)
+    except WireError as exc:
+        raise GatewayError(exc.kind, exc.message, status=exc.status, param=exc.param) from None
+    try:
+        call.request_decision, call.rewritten = await compliance.check_request(chat, meta)
+    except GatewayError:
+        call.hook_header = b"block"
+        raise
+    call.hook_header = (call.request_decision.decision.value if call.request_decision else "approve").encode()
+    call.compliance, call.compliance_meta = compliance, meta
 
 
 def make_gateway_handler(gw: Gateway) -> Handler:
@@ -37,6 +69,7 @@ def make_gateway_handler(gw: Gateway) -> Handler:
             call.stream = stream if stream is not None else stream_flag(parsed)
             plan = await gw.plan(key, req, caller, requested, call.request_id, parsed)
             call.model = str(requested)
+            await _request_hooks(gw, call, key, req, parsed, plan.targets[0].route)
             quota_headers = await quota.reserve(gw, call, key, plan.targets[0].route, caller, parsed, len(req.body))
             response = await gen.generate(gw.client, gw.timeouts, req, call, parsed, plan, gw.health,
                                           gw.forward_headers)

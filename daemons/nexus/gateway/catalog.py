@@ -53,6 +53,7 @@ class Provider:
     timeout_s: float
     settings: Mapping[str, Any]
     secret: str | None
+    region: str | None = None
 
     @property
     def family(self) -> Family | None:
@@ -92,7 +93,7 @@ EMPTY = Catalog({}, {})
 
 _PROVIDERS = (
     "SELECT p.id::text, p.name, p.adapter, p.base_url, p.timeout_ms, p.settings, "
-    "c.id, c.ciphertext, c.nonce, c.key_id "
+    "c.id, c.ciphertext, c.nonce, c.key_id, p.region "
     "FROM provider p LEFT JOIN LATERAL ("
     "  SELECT id, ciphertext, nonce, key_id FROM credential "
     "  WHERE provider_id = p.id AND enabled AND (expires_at IS NULL OR expires_at > now()) "
@@ -109,14 +110,14 @@ _MODELS = (
 
 
 def _provider(row: tuple[Any, ...], vault: Vault) -> Provider:
-    pid, name, adapter, base_url, timeout_ms, settings, cred_id, ciphertext, nonce, key_id = row
+    pid, name, adapter, base_url, timeout_ms, settings, cred_id, ciphertext, nonce, key_id, region = row
     secret: str | None = None
     if cred_id is not None:
         try:
             secret = vault.open(Sealed(key_id, bytes(nonce), bytes(ciphertext)), uuid.UUID(str(cred_id)).bytes).decode()
         except (VaultError, UnicodeDecodeError) as exc:
             log.error("credential of provider %s cannot be decrypted: %s", name, exc)
-    return Provider(pid, name, adapter, base_url.rstrip("/"), timeout_ms / 1000, settings or {}, secret)
+    return Provider(pid, name, adapter, base_url.rstrip("/"), timeout_ms / 1000, settings or {}, secret, region)
 
 
 async def load(pool: PgPool, vault: Vault) -> Catalog:

@@ -15,6 +15,7 @@ import attrs
 import orjson
 
 from nexus.gateway.catalog import CatalogHolder, ModelRoute
+from nexus.gateway.compliance import Compliance
 from nexus.gateway.errors import Caller, GatewayError, NotFound, error_response
 from nexus.gateway.keys.extract import KeyInQuery, extract_key
 from nexus.gateway.keys.store import KeyStore, VirtualKey
@@ -54,6 +55,7 @@ class Gateway:
     forward_headers: tuple[bytes, ...] = ()
     service_token: bytes = b""
     quota: QuotaEngine | None = None
+    compliance: Compliance | None = None
 
     async def plan(self, key: VirtualKey, req: Request, caller: Caller, model: Any, rid: str,
                    parsed: dict[str, Any]) -> Plan:

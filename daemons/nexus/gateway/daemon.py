@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from nexus.config import NexusConfig
 from nexus.crypto import secretfiles
 from nexus.gateway.app import make_gateway_handler
 from nexus.gateway.catalog import CatalogHolder
+from nexus.gateway.compliance import Compliance
 from nexus.gateway.core import Gateway
 from nexus.gateway.errors import protocol_error
 from nexus.gateway.keys.store import KeyStore
@@ -38,9 +41,10 @@ def build(config: NexusConfig, control: daemon.Control) -> daemon.DaemonSpec:
     client = http.HttpClient(max_connections_per_origin=gw_cfg.upstream_pool_size, timeouts=timeouts)
     forward = tuple(prefix.lower().encode() for prefix in gw_cfg.forward_headers)
     quota = QuotaEngine.from_settings(valkey, QuotaSettings.from_env(), rebuilder=pg_rebuilder(pg))
-    watcher = ConfigWatcher(nats, pg, vault, keys, holder, router, quota)
+    compliance = Compliance(pg, client, valkey, Path(config.runtime.state_dir) / "hyperscan")
+    watcher = ConfigWatcher(nats, pg, vault, keys, holder, router, quota, compliance)
     gw = Gateway(keys, holder, client, timeouts, router=router, forward_headers=forward,
-                 service_token=secretfiles.service_token(secrets_dir), quota=quota)
+                 service_token=secretfiles.service_token(secrets_dir), quota=quota, compliance=compliance)
     handler = with_health("gateway", make_gateway_handler(gw), deps, lambda: control.draining)
     return daemon.DaemonSpec(
         name="gateway", endpoints=[endpoint(gw_cfg.listen, handler, gw_cfg.http, error_response=protocol_error)],

@@ -33,6 +33,7 @@ import trio
 
 from nexus.gateway import dialects
 from nexus.gateway.catalog import Family, ModelRoute
+from nexus.gateway.compliance import Compliance, StageDecision, StreamGuard, blocked_message, finish_guard
 from nexus.gateway.errors import JSON, Caller, GatewayError
 from nexus.gateway.providers.upstream import UpstreamCall, generate_call
 from nexus.gateway.routing import attempts as routing_attempts
@@ -78,6 +79,14 @@ class Call:
     # quota reconciliation, cache store, the audit event.
     on_finish: list[Callable[[Call], Awaitable[None]]] = attrs.Factory(list)
     finished: bool = False
+    # Compliance: the request hooks' decision, the redacted request they produced, and what the response
+    # stage needs (None when no hooks run: none configured, or passthrough says bypass).
+    hook_header: bytes | None = None
+    request_decision: StageDecision | None = None
+    response_decision: StageDecision | None = None
+    rewritten: Obj | None = None
+    compliance: Compliance | None = None
+    compliance_meta: dict[str, Any] = attrs.Factory(dict)
 
     async def finish(self) -> None:
         if self.finished:
@@ -102,6 +111,8 @@ class Call:
             out.append((b"x-nexus-model", self.route.code.encode()))
         if self.coerced:
             out.append((b"x-nexus-coerced", ",".join(self.coerced).encode()))
+        if self.hook_header is not None:
+            out.append((b"x-nexus-hook", self.hook_header))
         if with_attempts and self.attempts:
             out.append((b"x-nexus-attempts", routing_attempts.attempts_header(self.attempts)))
         return out
@@ -191,11 +202,14 @@ async def _attempt(
         raise AttemptFailed(GatewayError("not_implemented", f"provider adapter {route.provider.adapter!r} is not "
                                          "supported yet"), Outcome.from_status(501))
     caller = call.caller
-    passthrough = dialects.SAME_FAMILY[caller] == family
+    # A request the hooks rewrote goes out re-encoded from the redacted canonical form.
+    passthrough = dialects.SAME_FAMILY[caller] == family and call.rewritten is None
     strip_usage = False
     try:
         chat: Obj = parsed
-        if passthrough:
+        if call.rewritten is not None:
+            body, call.coerced = dialects.upstream_body(family, call.rewritten, route)
+        elif passthrough:
             body, strip_usage = dialects.passthrough_body(family, req.body, route)
         else:
             chat = dialects.to_chat(caller, parsed, call.model, call.stream)
@@ -239,11 +253,23 @@ async def _complete(
         raise AttemptFailed(_wire_error(wire_errors.error_from_stream_event(family, error)), ERROR_FRAME)
     call.usage = dialects.USAGE_OF[family](data)
     try:
-        if passthrough:
+        if passthrough and call.compliance is None:
             out = resp.body
         else:
             chat_resp = dialects.chat_from_upstream(family, data, call.model)
-            out = orjson.dumps(dialects.response_for_caller(call.caller, chat_resp, parsed))
+            rewritten = None
+            if call.compliance is not None:
+                try:
+                    call.response_decision, rewritten = await call.compliance.check_response(
+                        chat_resp, call.compliance_meta)
+                except GatewayError as blocked:
+                    raise AttemptFailed(blocked, Outcome.from_status(403)) from None
+            if rewritten is not None:
+                out = orjson.dumps(dialects.response_for_caller(call.caller, rewritten, parsed))
+            elif passthrough:
+                out = resp.body
+            else:
+                out = orjson.dumps(dialects.response_for_caller(call.caller, chat_resp, parsed))
     except WireError as exc:
         raise AttemptFailed(_wire_error(exc), ERROR_FRAME) from None
     call.status = 200
@@ -253,13 +279,16 @@ async def _complete(
 class _Pump:
     """Upstream SSE bytes → the caller's SSE bytes, one event at a time."""
 
-    def __init__(self, call: Call, parsed: Obj, family: Family, passthrough: bool, strip_usage: bool) -> None:
+    def __init__(self, call: Call, parsed: Obj, family: Family, passthrough: bool, strip_usage: bool,
+                 guard: StreamGuard | None = None) -> None:
         self.call = call
         self.family = family
         self.parser = SSEParser()
         self.encode = dialects.ENCODE[call.caller]
         self.passthrough = passthrough
-        if passthrough:
+        self.guard = guard
+        if passthrough and (guard is None or family == "openai"):
+            # Same family: watch the stream (OpenAI's observer also yields the canonical chunks a guard reads).
             self.decoder: Any = dialects.stream_observer(family, strip_usage)
             self.encoder: Any = None
         else:
@@ -268,12 +297,21 @@ class _Pump:
         self.openai_out = call.caller == "openai"
 
     def _emit(self, events: list[tuple[str | None, Obj]], out: list[bytes]) -> None:
+        guard = self.guard
+        if guard is not None:
+            released: list[tuple[str | None, Obj]] = []
+            for name, chunk in events:
+                step = guard.feed(chunk)
+                released.extend((name, c) for c in step.release)
+                if step.decision is not None:
+                    self.call.response_decision = step.decision
+                    raise WireError("invalid_request", blocked_message(step.decision))
+            events = released
+        encode = self.encode
         if self.encoder is None:
-            encode = self.encode
             for name, data in events:
                 out.append(encode(name, data))
             return
-        encode = self.encode
         for _name, chunk in events:
             for name, data in self.encoder.feed(None, chunk):
                 out.append(encode(name, data))
@@ -293,6 +331,14 @@ class _Pump:
     def finish(self) -> list[bytes]:
         out: list[bytes] = []
         self._emit(self.decoder.finish(), out)
+        guard = self.guard
+        if guard is not None:
+            decision = finish_guard(guard)
+            self.call.response_decision = decision
+            if decision.blocked:
+                raise WireError("invalid_request", blocked_message(decision))
+            self.guard = None  # what it still holds leaves now, unguarded
+            self._emit([(None, c) for c in guard.release(decision)], out)
         if self.encoder is not None:
             encode = self.encode
             for name, data in self.encoder.finish():
@@ -325,7 +371,8 @@ async def _stream(
     except http.HttpClientError as exc:
         raise _failed(exc) from None
     call.upstream_first_byte = time.perf_counter()
-    pump = _Pump(call, parsed, family, passthrough, strip_usage)
+    guard = call.compliance.stream_guard(call.compliance_meta, call.model) if call.compliance is not None else None
+    pump = _Pump(call, parsed, family, passthrough, strip_usage, guard)
     chunks = resp.iter_bytes()
     primed: list[bytes] = []
     try:

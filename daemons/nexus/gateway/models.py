@@ -6,10 +6,10 @@ from __future__ import annotations
 import orjson
 
 from nexus.gateway.catalog import ModelRoute
-from nexus.gateway.quota.policy import subject_for
-from nexus.gateway.quota.usage import read_usage
 from nexus.gateway.core import Gateway, answer
 from nexus.gateway.errors import JSON, NotFound
+from nexus.gateway.quota.policy import subject_for
+from nexus.gateway.quota.usage import read_usage
 from nexus.net.http1.types import Request, Response
 
 

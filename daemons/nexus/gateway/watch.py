@@ -11,6 +11,7 @@ import trio
 from nexus import signals
 from nexus.crypto.vault import Vault
 from nexus.gateway import catalog
+from nexus.gateway.compliance import Compliance
 from nexus.gateway.keys.store import KeyStore
 from nexus.gateway.quota.engine import QuotaEngine
 from nexus.gateway.quota.store import load_snapshot
@@ -22,13 +23,15 @@ from nexus.storage.pgpool import PgPool
 log = logging.getLogger("nexus.gateway.watch")
 
 CATALOG_KINDS = frozenset(
-    {"provider", "credential", "model", "routing_rule", "quota_policy", "quota_override", "organization"}
+    {"provider", "credential", "model", "routing_rule", "quota_policy", "quota_override", "organization",
+     "hook_config", "rule_pack", "passthrough", "kill_switch"}
 )
 
 
 class ConfigWatcher:
     def __init__(self, nats: NatsClient, pool: PgPool, vault: Vault, keys: KeyStore, holder: catalog.CatalogHolder,
-                 router: RouterHolder, quota: QuotaEngine | None = None, *, refresh_interval: float = 60.0) -> None:
+                 router: RouterHolder, quota: QuotaEngine | None = None, compliance: Compliance | None = None, *,
+                 refresh_interval: float = 60.0) -> None:
         self.nats = nats
         self.pool = pool
         self.vault = vault
@@ -36,19 +39,24 @@ class ConfigWatcher:
         self.holder = holder
         self.router = router
         self.quota = quota
+        self.compliance = compliance
         self.refresh_interval = refresh_interval
         self._reload = trio.Event()
 
     async def reload_catalog(self) -> bool:
         """Providers, models, routing rules and quota policies, each swapped in whole when it loads."""
         try:
+            # Compliance first: until its pipeline is built the catalog stays empty, so no request can reach an
+            # upstream unchecked (a gateway that cannot load its hooks serves nothing rather than everything).
+            if self.compliance is not None:
+                await self.compliance.reload()
             self.holder.current = await catalog.load(self.pool, self.vault)
             self.holder.loaded = True
             self.router.current = await load_router(self.pool)
             self.router.loaded = True
             if self.quota is not None:
                 self.quota.snapshot = await load_snapshot(self.pool)
-        except (psycopg.Error, OSError) as exc:
+        except (psycopg.Error, OSError, ValueError) as exc:
             # An unreachable or not-yet-migrated database must not take the gateway down: keep serving what we
             # have and try again (soon while we have nothing).
             log.warning("config reload failed, keeping the previous snapshot: %s", exc)
