@@ -118,7 +118,8 @@ def test_passthrough_bypasses_hooks_visibly(stack: Stack, keys: dict[str, str]) 
     tag = next(iter(keys.values()))[-6:]
     with psycopg.connect(stack.db_url) as conn:
         conn.execute("INSERT INTO passthrough_setting (tier, bypass_hooks, reason, expires_at) "
-                     "VALUES ('global', true, %s, %s)", (f"test {tag}", dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)))
+                     "VALUES ('global', true, %s, %s)",
+                     (f"test {tag}", dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)))
     publish_signal(stack, "passthrough")
     try:
         deadline = time.monotonic() + 5
