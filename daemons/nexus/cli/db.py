@@ -62,7 +62,8 @@ def seed_demo(args: argparse.Namespace, config: NexusConfig) -> int:
     from nexus.devstack.seed import seed_demo as run_seed
 
     try:
-        seeded = run_seed(config.storage.database_url, secretfiles.directory(config.secrets.dir), args.mock_url)
+        seeded = run_seed(config.storage.database_url, secretfiles.directory(config.secrets.dir), args.mock_url,
+                          hooks=args.with_hooks)
     except secretfiles.SecretsError as exc:
         return _fail(str(exc))
     except psycopg.Error as exc:

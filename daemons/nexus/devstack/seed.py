@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import attrs
+import orjson
 import psycopg
 
 from nexus.crypto import passwords, secretfiles, vkeys
@@ -35,6 +37,28 @@ PROVIDERS: tuple[tuple[str, str, str, tuple[tuple[str, str, str, int, int, int],
 )
 
 
+# Secure defaults for a trial box: secrets never leave in prompts, PII is masked before the provider sees it,
+# injection and jailbreak attempts are stopped, and answers leaking secrets or PII are masked as they stream.
+DEFAULT_HOOKS: tuple[tuple[str, str, str, int, str, dict[str, object]], ...] = (
+    ("block-secrets-in-prompts", "rulepack-engine", "request", 10, "observe",
+     {"categories": ["secret-leak"], "onMatch": {"hard": "block", "soft": "redact"}}),
+    ("redact-pii-in-prompts", "pii-detector", "request", 20, "observe", {"onMatch": "redact"}),
+    ("stop-prompt-injection", "rulepack-engine", "request", 30, "observe",
+     {"categories": ["prompt-injection", "jailbreak"], "onMatch": {"hard": "block", "soft": "approve"}}),
+    ("mask-secrets-in-answers", "rulepack-engine", "response", 10, "incremental",
+     {"categories": ["secret-leak"], "onMatch": "redact", "holdBackChars": 256}),
+)
+
+
+def seed_default_hooks(conn: psycopg.Connection[Any]) -> None:
+    for name, implementation, stage, priority, stream_mode, config in DEFAULT_HOOKS:
+        conn.execute(
+            "INSERT INTO hook_config (name, implementation, stage, priority, stream_mode, config) "
+            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT ON CONSTRAINT hook_config_name_key DO NOTHING",
+            (name, implementation, stage, priority, stream_mode, orjson.dumps(config).decode()),
+        )
+
+
 @attrs.frozen
 class DemoSeed:
     org_id: str
@@ -46,7 +70,8 @@ class DemoSeed:
 
 
 def seed_demo(
-    dsn: str, secrets_dir: Path, mock_url: str, *, known_key: str | None = None, known_password: str | None = None
+    dsn: str, secrets_dir: Path, mock_url: str, *, known_key: str | None = None, known_password: str | None = None,
+    hooks: bool = False,
 ) -> DemoSeed:
     vault = secretfiles.vault(secrets_dir)
     key_secret = secretfiles.key_hmac_secret(secrets_dir)
@@ -102,6 +127,8 @@ def seed_demo(
                 )
                 models.append(code)
 
+        if hooks:
+            seed_default_hooks(conn)
         key = known_key
         if key is None or conn.execute("SELECT 1 FROM virtual_key WHERE key_hash = %s AND revoked_at IS NULL",
                                        (vkeys.hash_key(key_secret, key),)).fetchone() is None:

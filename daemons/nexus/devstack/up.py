@@ -126,7 +126,8 @@ def main(args: argparse.Namespace) -> int:
         known = _load_demo(demo_file)
         mock_url = f"http://127.0.0.1:{config.mock_provider.listen.port}"
         demo = seed.seed_demo(urls["postgres"], secrets_dir, mock_url,
-                              known_key=known.get("virtual_key"), known_password=known.get("admin_password"))
+                              known_key=known.get("virtual_key"), known_password=known.get("admin_password"),
+                              hooks=True)
         fd = os.open(demo_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(attrs.asdict(demo), f)
