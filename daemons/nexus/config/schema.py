@@ -88,6 +88,15 @@ class HttpLimits:
 
 
 @attrs.define(kw_only=True)
+class CacheConfig:
+    # Off by default: serving one caller's answer to another is an operator's decision.
+    enabled: bool = False
+    ttl_seconds: int = attrs.field(default=3600, validator=v.and_(v.ge(60), v.le(604800)))
+    scope: Literal["global", "org", "project", "vk"] = "vk"  # vk: per virtual key
+    deterministic_only: bool = False
+
+
+@attrs.define(kw_only=True)
 class GatewayConfig:
     listen: Listen = _listen(3050, host="0.0.0.0")  # noqa: S104 - the gateway serves the network
     http: HttpLimits = attrs.field(factory=HttpLimits)
@@ -98,6 +107,7 @@ class GatewayConfig:
     # Client request headers copied to the upstream call, by lower-case name prefix (e.g. "x-mock-" for the
     # mock provider's knobs). Empty by default: a client must not steer the upstream unless the operator says so.
     forward_headers: list[str] = attrs.field(factory=list)
+    cache: CacheConfig = attrs.field(factory=CacheConfig)
 
 
 @attrs.define(kw_only=True)
@@ -176,7 +186,9 @@ class AuditConfig:
     stream_max_age_days: float = attrs.field(default=7.0, validator=_positive_s)
     writer_batch_max: int = attrs.field(default=2000, validator=v.and_(_positive, v.le(20_000)))
     writer_batch_interval: float = attrs.field(default=1.0, validator=_positive_s)
-    writer_ack_wait: float = attrs.field(default=30.0, validator=v.ge(5.0))
+    writer_ack_wait: float = attrs.field(default=30.0, validator=v.ge(1.0))
+    # Batches stored at once, each on its own connection (PostgreSQL then uses more than one core).
+    writer_concurrency: int = attrs.field(default=2, validator=v.and_(_positive, v.le(8)))
     # Tries of a record that fails on its own (undecodable, or refused by a constraint) before the DLQ.
     max_deliver: int = attrs.field(default=5, validator=v.and_(_positive, v.le(100)))
     retention_days: int = attrs.field(default=30, validator=_positive)

@@ -10,6 +10,7 @@ from typing import Any
 
 from nexus.gateway import dialects, embeddings, estimate, models
 from nexus.gateway import generate as gen
+from nexus.gateway.cache import request as cache
 from nexus.gateway.catalog import ModelRoute
 from nexus.gateway.core import Gateway, check_chat, parse_json, request_id, stream_flag
 from nexus.gateway.errors import JSON, Caller, GatewayError, error_response
@@ -27,15 +28,21 @@ Route = Callable[[Request], Awaitable[Response]]
 
 
 async def _request_hooks(gw: Gateway, call: gen.Call, key: VirtualKey, req: Request, parsed: dict[str, Any],
-                         route: ModelRoute) -> None:
-    """Run the request hooks (unless passthrough or the kill switch says not to); arm the response stage."""
+                         route: ModelRoute) -> dict[str, Any]:
+    """Run the request hooks (unless passthrough or the kill switch says not to); arm the response stage.
+
+    Returns the canonical request as it will go upstream (redacted when a hook rewrote it)."""
     compliance = gw.compliance
+    try:
+        chat = parsed if call.caller == "openai" else dialects.to_chat(call.caller, parsed, call.model, call.stream)
+    except WireError as exc:
+        raise GatewayError(exc.kind, exc.message, status=exc.status, param=exc.param) from None
     if compliance is None or compliance.state.pipeline is None:
-        return
+        return chat
     flags = compliance.flags(route.provider.adapter, route.provider.id)
     if flags.skip_hooks:
         call.hook_header = b"bypassed"
-        return
+        return chat
     meta = {
         "org_id": key.org_id, "project_id": key.project_id, "key_id": key.id, "user_id": key.owner_user_id,
         "source_ip": req.client[0] if req.client else None, "provider_type": route.provider.adapter,
@@ -43,16 +50,13 @@ async def _request_hooks(gw: Gateway, call: gen.Call, key: VirtualKey, req: Requ
         "body_size": len(req.body), "request_id": call.request_id, "stream": call.stream,
     }
     try:
-        chat = parsed if call.caller == "openai" else dialects.to_chat(call.caller, parsed, call.model, call.stream)
-    except WireError as exc:
-        raise GatewayError(exc.kind, exc.message, status=exc.status, param=exc.param) from None
-    try:
         call.request_decision, call.rewritten = await compliance.check_request(chat, meta)
     except GatewayError:
         call.hook_header = b"block"
         raise
     call.hook_header = (call.request_decision.decision.value if call.request_decision else "approve").encode()
     call.compliance, call.compliance_meta = compliance, meta
+    return call.rewritten if call.rewritten is not None else chat
 
 
 def make_gateway_handler(gw: Gateway) -> Handler:
@@ -69,11 +73,20 @@ def make_gateway_handler(gw: Gateway) -> Handler:
             call.stream = stream if stream is not None else stream_flag(parsed)
             plan = await gw.plan(key, req, caller, requested, call.request_id, parsed)
             call.model = str(requested)
-            await _request_hooks(gw, call, key, req, parsed, plan.targets[0].route)
-            quota_headers = await quota.reserve(gw, call, key, plan.targets[0].route, caller, parsed, len(req.body))
+            route = plan.targets[0].route
+            chat = await _request_hooks(gw, call, key, req, parsed, route)
+            quota_headers = await quota.reserve(gw, call, key, route, caller, parsed, len(req.body))
+            cached, cache_header = await cache.serve(gw.cache, call, key, route, req, parsed, chat)
+            if cached is not None:
+                cached.headers.extend(quota_headers)
+                if isinstance(cached.body, bytes):
+                    await call.finish()
+                return cached
             response = await gen.generate(gw.client, gw.timeouts, req, call, parsed, plan, gw.health,
                                           gw.forward_headers)
             response.headers.extend(quota_headers)
+            if cache_header is not None:
+                response.headers.append(cache_header)
             if isinstance(response.body, bytes):
                 await call.finish()
             return response

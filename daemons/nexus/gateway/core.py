@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 import orjson
 
+from nexus.gateway.cache.exact import ExactCache
 from nexus.gateway.catalog import CatalogHolder, ModelRoute
 from nexus.gateway.compliance import Compliance
 from nexus.gateway.errors import Caller, GatewayError, NotFound, error_response
@@ -56,6 +57,7 @@ class Gateway:
     service_token: bytes = b""
     quota: QuotaEngine | None = None
     compliance: Compliance | None = None
+    cache: ExactCache | None = None
 
     async def plan(self, key: VirtualKey, req: Request, caller: Caller, model: Any, rid: str,
                    parsed: dict[str, Any]) -> Plan:

@@ -7,6 +7,8 @@ from pathlib import Path
 from nexus.config import NexusConfig
 from nexus.crypto import secretfiles
 from nexus.gateway.app import make_gateway_handler
+from nexus.gateway.cache.exact import ExactCache
+from nexus.gateway.cache.policy import CachePolicy
 from nexus.gateway.catalog import CatalogHolder
 from nexus.gateway.compliance import Compliance
 from nexus.gateway.core import Gateway
@@ -43,8 +45,12 @@ def build(config: NexusConfig, control: daemon.Control) -> daemon.DaemonSpec:
     quota = QuotaEngine.from_settings(valkey, QuotaSettings.from_env(), rebuilder=pg_rebuilder(pg))
     compliance = Compliance(pg, client, valkey, Path(config.runtime.state_dir) / "hyperscan")
     watcher = ConfigWatcher(nats, pg, vault, keys, holder, router, quota, compliance)
+    cc = gw_cfg.cache
+    cache = ExactCache(valkey, policy=CachePolicy(ttl_seconds=cc.ttl_seconds, scope=cc.scope,
+                                                  deterministic_only=cc.deterministic_only)) if cc.enabled else None
     gw = Gateway(keys, holder, client, timeouts, router=router, forward_headers=forward,
-                 service_token=secretfiles.service_token(secrets_dir), quota=quota, compliance=compliance)
+                 service_token=secretfiles.service_token(secrets_dir), quota=quota, compliance=compliance,
+                 cache=cache)
     handler = with_health("gateway", make_gateway_handler(gw), deps, lambda: control.draining)
     return daemon.DaemonSpec(
         name="gateway", endpoints=[endpoint(gw_cfg.listen, handler, gw_cfg.http, error_response=protocol_error)],

@@ -87,6 +87,9 @@ class Call:
     rewritten: Obj | None = None
     compliance: Compliance | None = None
     compliance_meta: dict[str, Any] = attrs.Factory(dict)
+    # The canonical answer, kept when the exact cache will store it.
+    keep_response: bool = False
+    chat_response: Obj | None = None
 
     async def finish(self) -> None:
         if self.finished:
@@ -253,7 +256,7 @@ async def _complete(
         raise AttemptFailed(_wire_error(wire_errors.error_from_stream_event(family, error)), ERROR_FRAME)
     call.usage = dialects.USAGE_OF[family](data)
     try:
-        if passthrough and call.compliance is None:
+        if passthrough and call.compliance is None and not call.keep_response:
             out = resp.body
         else:
             chat_resp = dialects.chat_from_upstream(family, data, call.model)
@@ -264,6 +267,8 @@ async def _complete(
                         chat_resp, call.compliance_meta)
                 except GatewayError as blocked:
                     raise AttemptFailed(blocked, Outcome.from_status(403)) from None
+            if call.keep_response:
+                call.chat_response = rewritten if rewritten is not None else chat_resp
             if rewritten is not None:
                 out = orjson.dumps(dialects.response_for_caller(call.caller, rewritten, parsed))
             elif passthrough:
