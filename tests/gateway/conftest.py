@@ -76,7 +76,9 @@ def daemon_env(db_url: str, valkey_url: str, nats_url: str, secrets: Path, **ext
     env.update(NEXUS_DATABASE_URL=db_url, NEXUS_VALKEY_URL=valkey_url, NEXUS_NATS_URL=nats_url,
                NEXUS_SECRETS_DIR=str(secrets), NEXUS_LOG_LEVEL="info", NEXUS_RUNTIME__DRAIN_TIMEOUT="3.0",
                NEXUS_GATEWAY__FORWARD_HEADERS='["x-mock-"]', NEXUS_GATEWAY__LISTEN__HOST="127.0.0.1",
-               NEXUS_STATE_DIR=str(secrets.parent / "state"))
+               NEXUS_STATE_DIR=str(secrets.parent / "state"),
+               NEXUS_AUDIT__SPILL_DIR=str(secrets.parent / "state" / "spill"),
+               NEXUS_AUDIT__SPOOL_DIR=str(secrets.parent / "state" / "spool"))
     env.update(extra)
     return env
 

@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "seed-demo":
             p.add_argument("--json", action="store_true", help="print what was seeded as JSON")
             p.add_argument("--mock-url", default="http://127.0.0.1:3062", help="base URL of the mock provider")
+            p.add_argument("--with-hooks", action="store_true",
+                           help="also enable the default compliance hooks (secrets, PII, prompt injection)")
         p.set_defaults(func=_db)
 
     cfg = sub.add_parser("config", help="configuration tools")
@@ -104,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = cfg_sub.add_parser("check", help="validate a config file (with NEXUS_* overrides applied)")
     check.add_argument("file", metavar="FILE")
     check.set_defaults(func=_config_check)
+
+    from nexus.cli import rules, traffic
+
+    rules.add_parser(sub)
+    traffic.add_parser(sub)
 
     dev = sub.add_parser("dev", help="developer stack")
     dev_sub = dev.add_subparsers(dest="dev_command", required=True, metavar="DEV_COMMAND")

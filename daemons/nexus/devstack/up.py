@@ -45,6 +45,7 @@ def _write_config(path: Path, urls: dict[str, str], state: Path) -> None:
         f'[storage]\ndatabase_url = "{urls["postgres"]}"\nvalkey_url = "{urls["valkey"]}"\n'
         f'nats_url = "{urls["nats"]}"\n\n[secrets]\ndir = "{state / "secrets"}"\n\n'
         f'[runtime]\nstate_dir = "{state / "var"}"\ndrain_timeout = 5.0\n\n'
+        f'[audit]\nspill_dir = "{state / "var" / "spill"}"\nspool_dir = "{state / "var" / "spool"}"\n\n'
         '# Loopback only on a developer box; ports are the defaults unless NEXUS_*__LISTEN__PORT says otherwise.\n'
         '[gateway]\nforward_headers = ["x-mock-"]  # try the mock provider\'s knobs through the gateway\n\n'
         '[gateway.listen]\nhost = "127.0.0.1"\n\n[proxy.listen]\nhost = "127.0.0.1"\n'

@@ -8,7 +8,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from nexus.gateway import dialects, embeddings, estimate, models
+import trio
+
+from nexus.audit.capture import StreamCapture
+from nexus.gateway import audit, dialects, embeddings, estimate, models
 from nexus.gateway import generate as gen
 from nexus.gateway.cache import request as cache
 from nexus.gateway.catalog import ModelRoute
@@ -64,6 +67,11 @@ def make_gateway_handler(gw: Gateway) -> Handler:
                          ) -> Response:
         call = gen.Call(request_id(req), caller, time.perf_counter())
         token = logs.request_id.set(call.request_id)
+        key: VirtualKey | None = None
+        if gw.emitter is not None:
+            call.on_finish.append(audit.recorder(gw.emitter, req, gw.capture, lambda: key))
+            if gw.capture.level != "off":
+                call.stream_capture = StreamCapture(gw.capture)
         try:
             key = await gw.authenticate(req, caller)
             parsed = parse_json(req)
@@ -91,9 +99,16 @@ def make_gateway_handler(gw: Gateway) -> Handler:
                 await call.finish()
             return response
         except GatewayError as err:
-            call.status, call.error_kind = err.status or 0, err.kind
+            call.status, call.error_kind, call.error_message = err.status or 0, err.kind, err.message
+            answer = error_response(caller, err, call.headers(time.perf_counter()))
+            call.status = answer.status
+            call.response_body = answer.body if isinstance(answer.body, bytes) else None
             await call.finish()
-            return error_response(caller, err, call.headers(time.perf_counter()))
+            return answer
+        except trio.Cancelled:
+            call.client_closed = True
+            await call.finish()
+            raise
         finally:
             logs.request_id.reset(token)
 

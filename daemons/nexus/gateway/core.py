@@ -14,6 +14,8 @@ from typing import Any
 import attrs
 import orjson
 
+from nexus.audit.capture import CapturePolicy
+from nexus.audit.emitter import Emitter
 from nexus.gateway.cache.exact import ExactCache
 from nexus.gateway.catalog import CatalogHolder, ModelRoute
 from nexus.gateway.compliance import Compliance
@@ -58,6 +60,8 @@ class Gateway:
     quota: QuotaEngine | None = None
     compliance: Compliance | None = None
     cache: ExactCache | None = None
+    emitter: Emitter | None = None
+    capture: CapturePolicy = attrs.Factory(CapturePolicy)
 
     async def plan(self, key: VirtualKey, req: Request, caller: Caller, model: Any, rid: str,
                    parsed: dict[str, Any]) -> Plan:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nexus.audit.capture import CapturePolicy
+from nexus.audit.emitter import Emitter
 from nexus.config import NexusConfig
 from nexus.crypto import secretfiles
 from nexus.gateway.app import make_gateway_handler
@@ -48,11 +50,13 @@ def build(config: NexusConfig, control: daemon.Control) -> daemon.DaemonSpec:
     cc = gw_cfg.cache
     cache = ExactCache(valkey, policy=CachePolicy(ttl_seconds=cc.ttl_seconds, scope=cc.scope,
                                                   deterministic_only=cc.deterministic_only)) if cc.enabled else None
+    emitter = Emitter(nats, config.audit)
     gw = Gateway(keys, holder, client, timeouts, router=router, forward_headers=forward,
                  service_token=secretfiles.service_token(secrets_dir), quota=quota, compliance=compliance,
-                 cache=cache)
+                 cache=cache, emitter=emitter, capture=CapturePolicy.from_config(config.audit))
     handler = with_health("gateway", make_gateway_handler(gw), deps, lambda: control.draining)
     return daemon.DaemonSpec(
         name="gateway", endpoints=[endpoint(gw_cfg.listen, handler, gw_cfg.http, error_response=protocol_error)],
-        dependencies=deps, background=[watcher.run, quota.run], drain_timeout=config.runtime.drain_timeout,
+        dependencies=deps, background=[emitter.run, watcher.run, quota.run],
+        drain_timeout=config.runtime.drain_timeout,
     )

@@ -31,6 +31,7 @@ import attrs
 import orjson
 import trio
 
+from nexus.audit.capture import StreamCapture
 from nexus.gateway import dialects
 from nexus.gateway.catalog import Family, ModelRoute
 from nexus.gateway.compliance import Compliance, StageDecision, StreamGuard, blocked_message, finish_guard
@@ -90,6 +91,12 @@ class Call:
     # The canonical answer, kept when the exact cache will store it.
     keep_response: bool = False
     chat_response: Obj | None = None
+    cache_status: str | None = None
+    # For the audit event.
+    client_closed: bool = False
+    error_message: str | None = None
+    response_body: bytes | None = None
+    stream_capture: StreamCapture | None = None
 
     async def finish(self) -> None:
         if self.finished:
@@ -278,6 +285,7 @@ async def _complete(
     except WireError as exc:
         raise AttemptFailed(_wire_error(exc), ERROR_FRAME) from None
     call.status = 200
+    call.response_body = out
     return Response(200, [JSON, *call.headers(time.perf_counter(), with_attempts=False)], out)
 
 
@@ -302,6 +310,7 @@ class _Pump:
         self.openai_out = call.caller == "openai"
 
     def _emit(self, events: list[tuple[str | None, Obj]], out: list[bytes]) -> None:
+        capture = self.call.stream_capture
         guard = self.guard
         if guard is not None:
             released: list[tuple[str | None, Obj]] = []
@@ -312,6 +321,12 @@ class _Pump:
                     self.call.response_decision = step.decision
                     raise WireError("invalid_request", blocked_message(step.decision))
             events = released
+        if capture is not None and not (self.passthrough and self.family != "openai"):
+            for _name, chunk in events:
+                for choice in chunk.get("choices") or ():
+                    content = (choice.get("delta") or {}).get("content")
+                    if isinstance(content, str):
+                        capture.text(content)
         encode = self.encode
         if self.encoder is None:
             for name, data in events:
@@ -413,15 +428,22 @@ async def _stream(
 async def _relay(
     ctx: Any, chunks: AsyncIterator[bytes], pump: _Pump, primed: list[bytes], ended: bool
 ) -> AsyncIterator[bytes]:
+    capture = pump.call.stream_capture
     try:
-        yield b"".join(primed)
+        first = b"".join(primed)
+        if capture is not None:
+            capture.raw(first)
+        yield first
         if ended:
             return
         try:
             async for data in chunks:
                 out = pump.feed(data)
                 if out:
-                    yield out[0] if len(out) == 1 else b"".join(out)
+                    piece = out[0] if len(out) == 1 else b"".join(out)
+                    if capture is not None:
+                        capture.raw(piece)
+                    yield piece
             tail = pump.finish()
         except WireError as exc:
             tail = [pump.fail(exc.kind, exc.message)]
@@ -429,7 +451,17 @@ async def _relay(
             tail = [pump.fail("timeout", "upstream stopped sending")]
         except http.HttpClientError as exc:
             tail = [pump.fail("upstream_error", f"upstream stream broke: {exc}")]
-        yield b"".join(tail)
+        last = b"".join(tail)
+        if capture is not None:
+            capture.raw(last)
+        yield last
+    except trio.Cancelled:
+        pump.call.client_closed = True
+        raise
+    except GeneratorExit:
+        # The server closed the body early: the client went away.
+        pump.call.client_closed = True
+        raise
     finally:
         pump.call.upstream_done = time.perf_counter()
         with trio.CancelScope(shield=True):

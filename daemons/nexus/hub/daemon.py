@@ -1,9 +1,12 @@
-"""``nexus hub``: the hub's ASGI app on in-process hypercorn."""
+"""``nexus hub``: the hub's ASGI app on in-process hypercorn, the audit writer and traffic retention."""
 
 from __future__ import annotations
 
 from starlette.applications import Starlette
 
+from nexus.audit.retention import PartitionKeeper
+from nexus.audit.spill import FsSpillStore
+from nexus.audit.writer import AuditWriter
 from nexus.config import NexusConfig
 from nexus.runtime import daemon
 from nexus.runtime.asgi import asgi_endpoint, health_routes
@@ -15,7 +18,13 @@ def build(config: NexusConfig, control: daemon.Control) -> daemon.DaemonSpec:
     nats = clients.nats(config.storage, "nexus-hub")
     deps: list[daemon.Dependency] = [pg, nats]
     app = Starlette(routes=health_routes("hub", deps, lambda: control.draining))
+    audit = config.audit
+    keeper = PartitionKeeper(
+        config.storage.database_url, retention_days=audit.retention_days, interval=audit.maintenance_interval,
+        spill_store=FsSpillStore(audit.spill_dir),
+    )
+    writer = AuditWriter(pg, nats, audit, keeper=keeper)
     return daemon.DaemonSpec(
         name="hub", endpoints=[asgi_endpoint(config.hub.listen, app, config.runtime.drain_timeout)],
-        dependencies=deps, drain_timeout=config.runtime.drain_timeout,
+        dependencies=deps, background=[keeper.run, writer.run], drain_timeout=config.runtime.drain_timeout,
     )

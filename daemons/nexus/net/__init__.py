@@ -1,1 +1,4 @@
-"""Trio-native network protocol layers for the hot path: HTTP/1.1, RESP (Valkey) and NATS, each a pure codec plus a thin Trio shell."""
+"""Trio-native network protocol layers for the hot path: HTTP/1.1, RESP (Valkey) and NATS.
+
+Each is a pure codec plus a thin Trio shell.
+"""

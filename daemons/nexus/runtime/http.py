@@ -46,7 +46,8 @@ def limits_from(cfg: HttpLimits) -> Limits:
 
 
 def endpoint(
-    listen: Listen, handler: Handler, limits: HttpLimits, *, error_response: Callable[[int, str], Response] | None = None
+    listen: Listen, handler: Handler, limits: HttpLimits, *,
+    error_response: Callable[[int, str], Response] | None = None,
 ) -> Endpoint:
     return Endpoint(fd_name=listen.fd_name, host=listen.host, port=listen.port,
                     server=HttpServer(handler, limits_from(limits), error_response=error_response))

@@ -43,6 +43,7 @@ async def serve(cache: ExactCache | None, call: Call, key: VirtualKey, route: Mo
     if cache is None:
         return None, None
     if lookup_reason(cache.policy, "chat", chat, no_cache=no_cache_requested(req.headers.get("x-nexus-no-cache"))):
+        call.cache_status = "bypass"
         return None, BYPASS
     scope = cache_keys.scope_tag(cache.policy.scope, key_id=key.id, project_id=key.project_id, org_id=key.org_id)
     try:
@@ -52,6 +53,7 @@ async def serve(cache: ExactCache | None, call: Call, key: VirtualKey, route: Mo
     if call.stream:
         entry = await cache.get(cache_key)
         if entry is None:
+            call.cache_status = "miss"
             return None, MISS
         return _answer(call, entry, parsed), HIT
     flight = await cache.begin(cache_key)
@@ -60,8 +62,10 @@ async def serve(cache: ExactCache | None, call: Call, key: VirtualKey, route: Mo
         return _answer(call, flight.entry, parsed), HIT
     if flight.status == "bypass":
         await cache.finish(flight, None)
+        call.cache_status = "bypass"
         return None, BYPASS
     call.keep_response = True
+    call.cache_status = "miss"
 
     async def store(done: Call) -> None:
         await cache.finish(flight, _entry(done))
@@ -83,10 +87,14 @@ def _entry(done: Call) -> CacheEntry | None:
 
 def _answer(call: Call, entry: CacheEntry, parsed: dict[str, Any]) -> Response:
     call.status = 200
+    call.cache_status = "hit"
     headers = [*call.headers(time.perf_counter()), HIT]
     if call.stream:
-        return Response(200, [*SSE, *headers], _pieces(replay.stream_pieces(entry, call.caller, parsed)))
-    return Response(200, [JSON, *headers], replay.response_body(entry, call.caller, parsed))
+        pieces = replay.stream_pieces(entry, call.caller, parsed)
+        call.response_body = b"".join(pieces)
+        return Response(200, [*SSE, *headers], _pieces(pieces))
+    call.response_body = replay.response_body(entry, call.caller, parsed)
+    return Response(200, [JSON, *headers], call.response_body)
 
 
 __all__ = ["Flight", "serve"]
