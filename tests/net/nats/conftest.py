@@ -34,7 +34,7 @@ class NatsPyPeer:
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
-    async def do(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:  # noqa: ASYNC109 - a thread's bound
+    async def do(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
         """Await ``coro`` on the peer's loop without blocking Trio."""
         return await trio.to_thread.run_sync(self.run, coro, timeout)
 

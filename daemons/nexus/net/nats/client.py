@@ -222,7 +222,7 @@ class NatsClient:
         """The last INFO the server sent (empty before the first connection)."""
         return self._server_info
 
-    async def wait_ready(self, timeout: float | None) -> bool:  # noqa: ASYNC109 - the deadline is part of the API contract
+    async def wait_ready(self, timeout: float | None) -> bool:
         """True once connected (at once if already), False if ``timeout`` s pass first (None: no limit)."""
         with trio.move_on_after(math.inf if timeout is None else timeout):
             await self._ready.wait()
@@ -246,7 +246,7 @@ class NatsClient:
         if len(self._out) > _SOFT_PENDING:
             await trio.lowlevel.checkpoint()
 
-    async def flush(self, timeout: float = 2.0) -> None:  # noqa: ASYNC109 - the deadline is part of the API contract
+    async def flush(self, timeout: float = 2.0) -> None:
         """Wait until the server has processed everything sent so far (a PING/PONG round trip)."""
         waiter = _PongWaiter()
         self._enqueue(PING)
@@ -325,7 +325,7 @@ class NatsClient:
         subject: str,
         payload: bytes,
         headers: Mapping[str, str] | None = None,
-        timeout: float = 2.0,  # noqa: ASYNC109 - the deadline is part of the API contract
+        timeout: float = 2.0,
     ) -> Msg:
         """Publish with a reply subject and return the first reply.
 

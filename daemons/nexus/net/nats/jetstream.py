@@ -138,7 +138,7 @@ class JsMsg:
     async def ack(self) -> None:
         await self._reply(b"+ACK")
 
-    async def ack_sync(self, timeout: float = 2.0) -> None:  # noqa: ASYNC109 - the deadline is part of the API contract
+    async def ack_sync(self, timeout: float = 2.0) -> None:
         """Ack and wait until the server confirms it processed the ack."""
         self._settle()
         await self._client.request(self.reply, b"+ACK", timeout=timeout)
@@ -337,7 +337,7 @@ class JetStream:
         *,
         msg_id: str | None = None,
         headers: Mapping[str, str] | None = None,
-        timeout: float = 2.0,  # noqa: ASYNC109 - the deadline is part of the API contract
+        timeout: float = 2.0,
     ) -> PubAck:
         """Publish and wait for the stream's ack (``duplicate`` is True for a repeated ``msg_id``)."""
         reply = await self._client.request(subject, payload, _with_msg_id(headers, msg_id), timeout)
@@ -348,7 +348,7 @@ class JetStream:
         messages: Sequence[JsPublish],
         *,
         window: int = 256,
-        timeout: float = 5.0,  # noqa: ASYNC109 - the deadline is part of the API contract
+        timeout: float = 5.0,
     ) -> list[PubAck]:
         """Publish with up to ``window`` awaiting their ack; the acks come back in input order.
 

@@ -74,7 +74,7 @@ class Subscription:
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise StopAsyncIteration from None
 
-    async def next_msg(self, timeout: float) -> Msg:  # noqa: ASYNC109 - the deadline is part of the API contract
+    async def next_msg(self, timeout: float) -> Msg:
         """The next message: ``NatsTimeout`` after ``timeout`` s, ``NatsConnectionError`` once closed."""
         with trio.move_on_after(timeout):
             try:

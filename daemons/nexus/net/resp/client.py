@@ -273,7 +273,7 @@ class ValkeyClient:
                 self._refusal = None
 
     # The signature is the runtime's Dependency protocol, hence a timeout argument.
-    async def wait_ready(self, timeout: float | None) -> bool:  # noqa: ASYNC109
+    async def wait_ready(self, timeout: float | None) -> bool:
         """Wait until ``run`` has a working connection; False if ``timeout`` passes first."""
         with trio.move_on_after(math.inf if timeout is None else timeout):
             await self._ready.wait()
