@@ -54,7 +54,7 @@ def build(config: NexusConfig, control: daemon.Control) -> daemon.DaemonSpec:
     gw = Gateway(keys, holder, client, timeouts, router=router, forward_headers=forward,
                  service_token=secretfiles.service_token(secrets_dir), quota=quota, compliance=compliance,
                  cache=cache, emitter=emitter, capture=CapturePolicy.from_config(config.audit))
-    handler = with_health("gateway", make_gateway_handler(gw), deps, lambda: control.draining)
+    handler = with_health("gateway", make_gateway_handler(gw), [*deps, watcher], lambda: control.draining)
     return daemon.DaemonSpec(
         name="gateway", endpoints=[endpoint(gw_cfg.listen, handler, gw_cfg.http, error_response=protocol_error)],
         dependencies=deps, background=[emitter.run, watcher.run, quota.run],

@@ -17,6 +17,7 @@ from nexus.gateway.quota.engine import QuotaEngine
 from nexus.gateway.quota.store import load_snapshot
 from nexus.gateway.routing.store import RouterHolder, load_router
 from nexus.net.nats.client import NatsClient
+from nexus.runtime.dependency import DependencyState
 from nexus.net.nats.subscription import Subscription
 from nexus.storage.pgpool import PgPool
 
@@ -42,6 +43,8 @@ class ConfigWatcher:
         self.compliance = compliance
         self.refresh_interval = refresh_interval
         self._reload = trio.Event()
+        # /readyz: not ready until hooks, catalog and rules are loaded once (until then every model is unknown).
+        self.state = DependencyState("config", detail="loading")
 
     async def reload_catalog(self) -> bool:
         """Providers, models, routing rules and quota policies, each swapped in whole when it loads."""
@@ -57,10 +60,13 @@ class ConfigWatcher:
             if self.quota is not None:
                 self.quota.snapshot = await load_snapshot(self.pool)
         except (psycopg.Error, OSError, ValueError) as exc:
+            if not self.state.ok:
+                self.state.mark_down(f"not loaded yet: {exc}")
             # An unreachable or not-yet-migrated database must not take the gateway down: keep serving what we
             # have and try again (soon while we have nothing).
             log.warning("config reload failed, keeping the previous snapshot: %s", exc)
             return False
+        self.state.mark_up("loaded")
         return True
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
