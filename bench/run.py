@@ -491,6 +491,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name", default="nexus", help="results file name: <date>-<name>.json/.md")
     p.add_argument("--scenarios", default="chat,stream,max", help="comma list of chat, stream, max")
+    p.add_argument("--hooks", action="store_true",
+                   help="also measure the gateway with every default compliance hook on (same process, another key)")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 round of 2 s, short max run (< 1 minute)")
     p.add_argument("--rates", type=_floats, default=[300.0], help="chat rates, req/s (e.g. 10,300,1000)")
     p.add_argument("--rounds", type=int, default=5)
@@ -588,6 +590,7 @@ def run(args: argparse.Namespace, state: Path, procs: Processes) -> dict[str, An
         recreate_database(db)
     nexus_cli(["db", "migrate"], env)
     seeded = json.loads(nexus_cli(["db", "seed-demo", "--json", "--mock-url", mock_url], env).strip().splitlines()[-1])
+    hooks_key = hooked_key(db, secrets, seeded) if args.hooks else None
 
     def start_mock(profile: dict[str, int]) -> None:
         mock_env = dict(env)
@@ -611,6 +614,10 @@ def run(args: argparse.Namespace, state: Path, procs: Processes) -> dict[str, An
         gateway = start_gateway(procs, env, gateway_port, seeded["virtual_key"], args.gateway_core, notes)
         if gateway is not None:
             targets.append(gateway)
+            if hooks_key is not None:
+                # Same process, another key: the one whose requests run every default hook over all the rules.
+                targets.append(Target("nexus+hooks", gateway.url, gateway.model,
+                                      [f"Authorization: Bearer {hooks_key}"], gateway.proc))
     if args.litellm:
         exe = find_litellm()
         label = f"LiteLLM proxy {LITELLM_VERSION}"
@@ -726,6 +733,28 @@ def _add_peer(targets: list[Target], notes: list[str], label: str, start: Callab
         targets.append(start())
     except BenchError as exc:
         notes.append(f"{label} did not start: {str(exc).splitlines()[0]}")
+
+
+def hooked_key(db: str, secrets: Path, seeded: dict[str, Any]) -> str:
+    """A second demo key with the default compliance hooks (all rule packs) scoped to it alone."""
+    import psycopg
+
+    from nexus.crypto import vkeys
+    from nexus.devstack.seed import DEFAULT_HOOKS
+
+    key = vkeys.generate()
+    with psycopg.connect(db) as conn:
+        key_id = conn.execute(
+            "INSERT INTO virtual_key (key_hash, key_prefix, name, kind, org_id, project_id) "
+            "VALUES (%s, %s, 'bench-hooks', 'application', %s, %s) RETURNING id",
+            (vkeys.hash_key(secretfiles.key_hmac_secret(secrets), key), vkeys.display_prefix(key),
+             seeded["org_id"], seeded["project_id"])).fetchone()[0]  # type: ignore[index]
+        for name, implementation, stage, priority, stream_mode, config in DEFAULT_HOOKS:
+            conn.execute(
+                "INSERT INTO hook_config (name, implementation, stage, priority, stream_mode, config, scope_kind, "
+                "virtual_key_id) VALUES (%s, %s, %s, %s, %s, %s, 'virtual_key', %s)",
+                (f"bench-{name}", implementation, stage, priority, stream_mode, json.dumps(config), key_id))
+    return key
 
 
 def start_gateway(procs: Processes, env: dict[str, str], port: int, key: str, core: int,
