@@ -27,8 +27,14 @@ def test_migrate_creates_the_database_then_status_and_seed(pg_server_url: str, s
         assert first.returncode == 0, first.stderr
         assert "created database" in first.stdout and "applied 6 migration(s)" in first.stdout
         assert "traffic partition" in first.stdout
+        assert "seeded rule packs: " in first.stdout
+        with psycopg.connect(url) as conn:
+            counts = conn.execute("SELECT (SELECT count(*) FROM rule_pack), (SELECT count(*) FROM rule)").fetchone()
+        assert counts is not None
+        packs, rules = counts
+        assert packs == 12 and rules >= 420
         second = nexus("db", "migrate", env=env)
-        assert second.returncode == 0 and "up to date" in second.stdout
+        assert second.returncode == 0 and "up to date" in second.stdout and "seeded" not in second.stdout
         status = nexus("db", "status", env=env)
         assert status.returncode == 0
         assert len(status.stdout.strip().splitlines()) == 6 and "pending" not in status.stdout

@@ -28,12 +28,26 @@ def migrate(_args: argparse.Namespace, config: NexusConfig) -> int:
             print(f"created database at {redact_url(dsn)}")
         applied = migrations.migrate(dsn)
         created = prepare_partitions(dsn)
+        packs = seed_rules(dsn)
     except (migrations.MigrationError, partitions.PartitionError) as exc:
         return _fail(f"migration failed: {exc}")
     print(f"applied {len(applied)} migration(s)" if applied else "database is up to date")
     if created:
         print(f"created {len(created)} traffic partition(s)")
+    if packs:
+        print(f"seeded rule packs: {', '.join(packs)}")
     return 0
+
+
+def seed_rules(dsn: str) -> list[str]:
+    """The packaged rule packs, into ``rule_pack`` / ``rule``."""
+    from nexus.storage.rulepacks import seed_rule_packs
+
+    try:
+        with psycopg.connect(dsn) as conn:
+            return seed_rule_packs(conn)
+    except psycopg.Error as exc:
+        raise migrations.MigrationError(f"seeding rule packs failed: {exc}") from None
 
 
 def prepare_partitions(dsn: str) -> list[str]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import attrs
 import httpx
 
-from nexus.cli.db import prepare_partitions
+from nexus.cli.db import prepare_partitions, seed_rules
 from nexus.config import ConfigError, NexusConfig, load_config
 from nexus.crypto import secretfiles
 from nexus.devstack import seed, services
@@ -122,6 +122,7 @@ def main(args: argparse.Namespace) -> int:
             print("created the database")
         applied = migrate.migrate(urls["postgres"], log=lambda _line: None)
         prepare_partitions(urls["postgres"])
+        seed_rules(urls["postgres"])
         print(f"migrations: {len(applied)} applied" if applied else "migrations: up to date")
         demo_file = state / "demo.json"
         known = _load_demo(demo_file)
