@@ -136,3 +136,37 @@ def test_passthrough_bypasses_hooks_visibly(stack: Stack, keys: dict[str, str]) 
         with psycopg.connect(stack.db_url) as conn:
             conn.execute("DELETE FROM passthrough_setting WHERE reason = %s", (f"test {tag}",))
         publish_signal(stack, "passthrough")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # hooks apply again once the gateway reloaded
+            try:
+                _client(stack, keys["bypass"]).chat.completions.create(
+                    model="mock-gpt", messages=[{"role": "user", "content": f"card {CARD}"}])
+            except openai.PermissionDeniedError:
+                break
+            time.sleep(0.1)
+
+
+def test_block_is_recorded_with_its_rules(stack: Stack, keys: dict[str, str]) -> None:
+    from tests.gateway.test_audit_events import Tap
+
+    tap = Tap(stack.nats_url)
+    try:
+        rid = f"test-{uuid.uuid4().hex}"
+        with pytest.raises(openai.PermissionDeniedError):
+            _client(stack, keys["block"]).chat.completions.create(
+                model="mock-gpt", messages=[{"role": "user", "content": f"card {CARD}"}],
+                extra_headers={"x-request-id": rid})
+        [event] = tap.by_request(rid)
+        assert event.request_decision == "block" and event.outcome == "blocked"
+        assert "PII_CREDIT_CARD" in event.rule_ids
+        assert event.request_hooks and event.request_hooks[0].decision in ("reject_hard", "block_soft")
+        rid = f"test-{uuid.uuid4().hex}"
+        _client(stack, keys["redact"]).chat.completions.create(
+            model="mock-gpt", messages=[{"role": "user", "content": f"card {CARD}"}],
+            extra_headers={"x-request-id": rid})
+        [event] = tap.by_request(rid)
+        assert event.request_decision == "redact"
+        request = next(p for p in event.payloads if p.kind == "request")
+        assert request.redacted and b"4526" not in (request.body or b"")
+    finally:
+        tap.close()

@@ -15,6 +15,7 @@ from nexus.gateway import audit, dialects, embeddings, estimate, models
 from nexus.gateway import generate as gen
 from nexus.gateway.cache import request as cache
 from nexus.gateway.catalog import ModelRoute
+from nexus.gateway.compliance import Blocked
 from nexus.gateway.core import Gateway, check_chat, parse_json, request_id, stream_flag
 from nexus.gateway.errors import JSON, Caller, GatewayError, error_response
 from nexus.gateway.keys.store import VirtualKey
@@ -54,8 +55,9 @@ async def _request_hooks(gw: Gateway, call: gen.Call, key: VirtualKey, req: Requ
     }
     try:
         call.request_decision, call.rewritten = await compliance.check_request(chat, meta)
-    except GatewayError:
+    except Blocked as blocked:
         call.hook_header = b"block"
+        call.request_decision = blocked.decision
         raise
     call.hook_header = (call.request_decision.decision.value if call.request_decision else "approve").encode()
     call.compliance, call.compliance_meta = compliance, meta

@@ -26,6 +26,15 @@ _ERROR_STATUS = {"invalid_request": 400, "auth_failed": 401, "rate_limited": 429
                  "no_compatible_provider": 400}
 
 
+# The compliance engine's five-way decision, in the audit record's three words.
+_AUDIT_DECISION = {"abstain": "approve", "approve": "approve", "modify": "redact", "block_soft": "block",
+                   "reject_hard": "block"}
+
+
+def _decision(decision: StageDecision | None) -> str | None:
+    return _AUDIT_DECISION[decision.decision.value] if decision is not None else None
+
+
 def _hooks(decision: StageDecision | None) -> list[HookResult]:
     if decision is None:
         return []
@@ -67,8 +76,9 @@ def event_for(call: Call, req: Request, key: VirtualKey | None, policy: captures
         cache_creation_tokens=usage.cache_write_tokens,
         cost_micro_usd=usage_cost(route.prices, usage) if route and ok else 0,
         cache_status=call.cache_status,
-        request_decision=call.request_decision.decision.value if call.request_decision else None,
-        response_decision=call.response_decision.decision.value if call.response_decision else None,
+        request_decision=_decision(call.request_decision), response_decision=_decision(call.response_decision),
+        decision_reason="; ".join((call.request_decision or call.response_decision).reasons)  # type: ignore[union-attr]
+        if (call.request_decision or call.response_decision) else None,
         rule_ids=sorted({*(call.request_decision.rule_ids if call.request_decision else ()),
                          *(call.response_decision.rule_ids if call.response_decision else ())}),
         request_hooks=_hooks(call.request_decision), response_hooks=_hooks(call.response_decision),
@@ -78,6 +88,8 @@ def event_for(call: Call, req: Request, key: VirtualKey | None, policy: captures
         event.mark_client_closed()
     if call.hook_header == b"block" and event.request_decision is None:
         event.request_decision = "block"
+    if event.blocked:
+        event.error_code = "blocked"
     sent = orjson.dumps(call.rewritten) if call.rewritten is not None else req.body
     event.attach(captures.capture(policy, "request", sent, content_type="application/json",
                                   redacted=call.rewritten is not None, size_bytes=len(req.body)))

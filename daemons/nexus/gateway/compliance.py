@@ -152,7 +152,7 @@ class Compliance:
             return None, None
         decision = await self.drive(pipeline.start(Exchange.for_request(chat, ingress="gateway", **meta)))
         if decision.blocked:
-            raise blocked_error(decision)
+            raise Blocked(decision)
         return decision, (apply_segments(chat, decision.rewrites) if decision.rewrites else None)
 
     async def check_response(self, chat_resp: Obj, meta: dict[str, Any]) -> tuple[StageDecision | None, Obj | None]:
@@ -162,7 +162,7 @@ class Compliance:
         meta = {k: v for k, v in meta.items() if k != "stream"}
         decision = await self.drive(pipeline.start(Exchange.for_response(chat_resp, ingress="gateway", **meta)))
         if decision.blocked:
-            raise blocked_error(decision)
+            raise Blocked(decision)
         return decision, (apply_segments(chat_resp, decision.rewrites) if decision.rewrites else None)
 
     def stream_guard(self, meta: dict[str, Any], model: str) -> StreamGuard | None:
@@ -180,8 +180,12 @@ def blocked_message(decision: StageDecision) -> str:
     return f"blocked by compliance policy: {reasons}" + (f" (rules: {rules})" if rules else "")
 
 
-def blocked_error(decision: StageDecision) -> GatewayError:
-    return GatewayError("invalid_request", blocked_message(decision), status=403)
+class Blocked(GatewayError):
+    """A hook blocked the exchange: 403 in the caller's shape, carrying the decision for the audit event."""
+
+    def __init__(self, decision: StageDecision) -> None:
+        super().__init__("invalid_request", blocked_message(decision), status=403)
+        self.decision = decision
 
 
 def finish_guard(guard: StreamGuard) -> StageDecision:
@@ -189,4 +193,4 @@ def finish_guard(guard: StreamGuard) -> StageDecision:
     return drive(guard.finish(), no_io)
 
 
-__all__ = ["Compliance", "StageDecision", "StreamGuard", "blocked_error", "blocked_message", "finish_guard"]
+__all__ = ["Blocked", "Compliance", "StageDecision", "StreamGuard", "blocked_message", "finish_guard"]

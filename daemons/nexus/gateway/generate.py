@@ -34,7 +34,7 @@ import trio
 from nexus.audit.capture import StreamCapture
 from nexus.gateway import dialects
 from nexus.gateway.catalog import Family, ModelRoute
-from nexus.gateway.compliance import Compliance, StageDecision, StreamGuard, blocked_message, finish_guard
+from nexus.gateway.compliance import Blocked, Compliance, StageDecision, StreamGuard, blocked_message, finish_guard
 from nexus.gateway.errors import JSON, Caller, GatewayError
 from nexus.gateway.providers.upstream import UpstreamCall, generate_call
 from nexus.gateway.routing import attempts as routing_attempts
@@ -272,7 +272,8 @@ async def _complete(
                 try:
                     call.response_decision, rewritten = await call.compliance.check_response(
                         chat_resp, call.compliance_meta)
-                except GatewayError as blocked:
+                except Blocked as blocked:
+                    call.response_decision = blocked.decision
                     raise AttemptFailed(blocked, Outcome.from_status(403)) from None
             if call.keep_response:
                 call.chat_response = rewritten if rewritten is not None else chat_resp

@@ -17,8 +17,8 @@ from nexus.gateway.quota.engine import QuotaEngine
 from nexus.gateway.quota.store import load_snapshot
 from nexus.gateway.routing.store import RouterHolder, load_router
 from nexus.net.nats.client import NatsClient
-from nexus.runtime.dependency import DependencyState
 from nexus.net.nats.subscription import Subscription
+from nexus.runtime.dependency import DependencyState
 from nexus.storage.pgpool import PgPool
 
 log = logging.getLogger("nexus.gateway.watch")
