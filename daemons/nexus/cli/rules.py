@@ -45,7 +45,8 @@ def add_parser(subparsers: Any) -> None:
                           description="Scan stdin and print the matches.")
     scan.add_argument("--jsonl", action="store_true",
                       help='read {"id", "text"} lines and write {"id", "detections"} lines')
-    scan.add_argument("--rules", type=Path, metavar="FILE", help="a pack file or directory instead of the packaged packs")
+    scan.add_argument("--rules", type=Path, metavar="FILE",
+                      help="a pack file or directory instead of the packaged packs")
     cache_arg(scan)
     scan.set_defaults(func=run_scan)
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import yaml
 
 from nexus.policy import validators
 from nexus.policy.rules import regex
-from nexus.policy.rules.model import FLAGS, SEVERITIES, Rule, RulePack, Severity
+from nexus.policy.rules.model import FLAGS, SEVERITIES, Rule, RulePack
 
 PACKS_DIR = Path(__file__).resolve().parent / "packs"
 _ID = re.compile(r"[A-Z][A-Z0-9_]{2,79}")
@@ -116,15 +116,14 @@ def _parse_rule(item: object, pack: str, version: str, source: str, index: int) 
     except regex.PatternError as exc:
         raise RulePackError(f"{where}: pattern: {exc}") from None
     validator = item.get("validator")
-    if validator is not None:
-        if not isinstance(validator, str) or validator not in validators.NAMES:
-            raise RulePackError(f"{where}: unknown validator {validator!r} (known: {', '.join(validators.NAMES)})")
+    if validator is not None and (not isinstance(validator, str) or validator not in validators.NAMES):
+        raise RulePackError(f"{where}: unknown validator {validator!r} (known: {', '.join(validators.NAMES)})")
     examples = _strings(item, "examples", where, required=True)
     counterexamples = _strings(item, "counterexamples", where, required=True)
     return Rule(
         id=rule_id,
         category=category,
-        severity=cast(Severity, severity),
+        severity=severity,
         pattern=pattern,
         flags=tuple(sorted(set(flags))),
         description=_text(item, "description", where),

@@ -4,7 +4,7 @@ Hyperscan finds where a rule matches; Python ``re`` then finds the exact span
 in a bounded window around each hit.  The two engines must agree, so the rule
 flags map to both the same way: without ``ucp``, ``\\w``/``\\d``/``\\b`` are ASCII
 in both; with it, Unicode in both.  A pattern with non-ASCII characters must
-set ``utf8`` (so a class like ``[：:]`` means characters, not bytes); others
+set ``utf8`` (so a class with a full-width colon means characters, not bytes); others
 scan bytes, which keeps the Hyperscan database small, and differ from ``re``
 only in counting a non-ASCII character of ``.`` or ``[^…]`` as several bytes.
 """

@@ -1,12 +1,17 @@
 """Compile every enabled rule into Hyperscan databases, with an on-disk cache.  Synchronous.
 
-Three databases, all without start-of-match tracking (the cheap mode; the
-scanner finds exact spans with Python ``re`` in a window around each hit):
+Two block-mode databases, both without start-of-match tracking (the cheap
+mode; the scanner finds exact spans with Python ``re`` in a window around each
+hit):
 
 * ``block``: one pass over a whole body, every end offset of every match;
 * ``single``: the same patterns with ``HS_FLAG_SINGLEMATCH``, used only when a
-  pathological body reports too many matches (at most one report per rule);
-* ``stream``: stream mode, for scanning across chunk borders.
+  pathological body reports too many matches (at most one report per rule).
+
+There is no stream-mode database: vectorscan 5.4.12 in stream mode misses
+some matches split across writes (a ``Query|Exec|QueryRow`` alternation cut after
+``db.Q``), so streams rescan an overlap window in block mode instead (see
+``stream``).
 
 The serialised databases are cached as one file named by a key over the
 patterns, the Hyperscan version and the CPU's SIMD features, so a daemon
@@ -39,7 +44,8 @@ _FLAG_BITS = {
     "utf8": hyperscan.HS_FLAG_UTF8,
     "ucp": hyperscan.HS_FLAG_UCP,
 }
-_MAGIC = b"NXHSDB1\n"
+_MAGIC = b"NXHSDB2\n"
+_COUNT = 2
 _SIMD = ("sse4_2", "popcnt", "avx", "avx2", "bmi2", "avx512f", "avx512bw", "avx512vl", "avx512vbmi", "neon", "asimd")
 
 
@@ -51,14 +57,6 @@ class CompileError(ValueError):
 class Databases:
     block: hyperscan.Database
     single: hyperscan.Database
-    stream: hyperscan.Database
-
-    def __attrs_post_init__(self) -> None:
-        # Stream.close() can only use the database's own scratch (its scratch argument
-        # is mis-parsed by the binding), and a deserialised database has none.
-        for db in (self.block, self.single, self.stream):
-            if db.scratch is None:
-                db.scratch = hyperscan.Scratch(db)
 
 
 def hs_flags(flags: Sequence[str]) -> int:
@@ -80,7 +78,8 @@ def platform_key() -> str:
     """Hyperscan binding and library versions plus the CPU's SIMD feature set."""
     probe = hyperscan.Database()
     probe.compile(expressions=[b"nexus"])
-    return f"{hyperscan.__version__}|{probe.info().decode(errors='replace')}|{','.join(_cpu_features())}"
+    binding = getattr(hyperscan, "__version__", "unknown")
+    return f"{binding}|{probe.info()!r}|{','.join(_cpu_features())}"
 
 
 def _cpu_features() -> list[str]:
@@ -110,7 +109,6 @@ def build(rules: Sequence[Rule], cache_dir: Path | None = None) -> Databases:
     dbs = Databases(
         block=_compile(rules, hyperscan.HS_MODE_BLOCK, 0),
         single=_compile(rules, hyperscan.HS_MODE_BLOCK, hyperscan.HS_FLAG_SINGLEMATCH),
-        stream=_compile(rules, hyperscan.HS_MODE_STREAM, 0),
     )
     if path is not None:
         _store(path, dbs)
@@ -141,7 +139,7 @@ def _culprit(rules: Sequence[Rule], mode: int, message: str) -> str:
 
 
 def _store(path: Path, dbs: Databases) -> None:
-    blobs = [hyperscan.dumpb(db) for db in (dbs.block, dbs.single, dbs.stream)]
+    blobs = [hyperscan.dumpb(db) for db in (dbs.block, dbs.single)]
     body = _MAGIC + b"".join(struct.pack("<Q", len(b)) + b for b in blobs)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,20 +165,19 @@ def _load(path: Path) -> Databases | None:
         return None
     blobs: list[bytes] = []
     offset = len(_MAGIC)
-    while offset < len(body) and len(blobs) < 3:
+    while offset < len(body) and len(blobs) < _COUNT:
         if offset + 8 > len(body):
             return None
         (size,) = struct.unpack_from("<Q", body, offset)
         offset += 8
         blobs.append(body[offset:offset + size])
         offset += size
-    if len(blobs) != 3 or offset != len(body):
+    if len(blobs) != _COUNT or offset != len(body):
         return None
     try:
         return Databases(
             block=hyperscan.loadb(blobs[0], hyperscan.HS_MODE_BLOCK),
             single=hyperscan.loadb(blobs[1], hyperscan.HS_MODE_BLOCK),
-            stream=hyperscan.loadb(blobs[2], hyperscan.HS_MODE_STREAM),
         )
     except hyperscan.error:
         return None

@@ -4,7 +4,8 @@ Hyperscan match callback, per-thread scratch, and span confirmation.  Synchronou
 Hyperscan runs without start-of-match tracking, so a hit is a rule and the byte
 offset where some match of it ends.  ``confirm`` turns hits into exact
 character spans: for each rule, nearby ends are grouped and Python ``re``
-searches a window reaching the rule's maximum width before the first end.  A
+searches a window before the first end (48, then 160 characters, then the
+rule's maximum width when the match found touches the window's edge).  A
 ``re`` match is kept only when its end is one Hyperscan reported (so a window
 edge can never fake a ``\\b`` or ``$``), its value passes the rule's validator,
 and it is then reported as the ``v`` group's span when the rule has one.
@@ -14,9 +15,10 @@ Errors: nothing here raises on any input text.
 
 from __future__ import annotations
 
+import bisect
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 import hyperscan
@@ -25,11 +27,12 @@ from nexus.policy import validators
 from nexus.policy.rules import regex
 from nexus.policy.rules.model import Rule
 
-# Recorded hits per scan (or per stream chunk) before a scan switches to its
-# overflow path; it bounds memory and callback time on pathological bodies.
+# Recorded hits per scan before it switches to its overflow path; it bounds
+# memory and callback time on pathological bodies.
 HIT_CAP = 1 << 15
 
-Span = tuple[int, int, int]  # (rule index, start, end)
+# (rule index, value start, value end, whole-match start, whole-match end); streams need the whole match
+Span = tuple[int, int, int, int, int]
 
 
 @attrs.frozen(slots=True)
@@ -63,33 +66,25 @@ class CompiledRule:
         )
 
 
-class Hits(list[tuple[int, int]]):
-    """(rule index, end byte offset) pairs from one scan call; the callback's context."""
-
-    __slots__ = ("halt", "overflow")
-
-    def __init__(self, *, halt: bool) -> None:
-        super().__init__()
-        self.halt = halt
-        self.overflow: set[int] = set()
+Hits = list[tuple[int, int]]  # (rule index, end byte offset): the match callback's context
 
 
-def on_match(rule: int, _start: int, end: int, _flags: int, hits: Hits) -> bool | None:
-    # Module-level on purpose: the binding keeps no reference to the callback.
-    if len(hits) < HIT_CAP:
-        hits.append((rule, end))
-        return None
-    hits.overflow.add(rule)
-    return hits.halt
+def _on_match(rule: int, _start: int, end: int, _flags: int, hits: Hits) -> bool:
+    hits.append((rule, end))
+    return len(hits) >= HIT_CAP  # True stops the scan
+
+
+# Module-level on purpose: the binding keeps no reference to its callback.  The
+# binding types the context as object; ours is always a Hits list.
+on_match: Callable[[int, int, int, int, object], bool | None] = _on_match  # type: ignore[assignment]
 
 
 class Scratches(threading.local):
     """One Hyperscan scratch per database per thread (a scratch serves one scan at a time)."""
 
-    def __init__(self, block: hyperscan.Database, single: hyperscan.Database, stream: hyperscan.Database) -> None:
+    def __init__(self, block: hyperscan.Database, single: hyperscan.Database) -> None:
         self.block = hyperscan.Scratch(block)
         self.single = hyperscan.Scratch(single)
-        self.stream = hyperscan.Scratch(stream)
 
 
 def encode(text: str) -> bytes:
@@ -150,41 +145,65 @@ def confirm(rules: Sequence[CompiledRule], text: str, enc: bytes, hits: Iterable
     return out
 
 
+# Most matches are short: look this far back first, and further (up to the
+# rule's full width) only when the match found touches the window's edge.
+_REACH = (48, 160)
+
+
 def _confirm_rule(compiled: CompiledRule, idx: int, text: str, ends: set[int]) -> list[Span]:
     """Spans of one rule whose matches end at the character offsets ``ends``."""
     out: list[Span] = []
     width = compiled.width
     ordered = sorted(ends)
-    search, fullmatch = compiled.regex.search, compiled.regex.fullmatch
     for lo, hi in _clusters(ordered, width):
-        pos, endpos = max(0, lo - width), min(len(text), hi + 1)
-        while pos < endpos:
-            m = search(text, pos, endpos)
-            if m is None:
+        endpos = min(len(text), hi + 1)
+        for reach in (*(r for r in _REACH if r < width), width):
+            pos = max(0, lo - reach)
+            spans, first = _search(compiled, idx, text, ends, ordered, pos, endpos)
+            # A match starting at the window's edge may be the tail of a longer one.
+            if reach >= width or pos == 0 or (first is not None and first > pos):
+                out.extend(spans)
                 break
-            if m.end() not in ends:
-                # The window edge let re end where Hyperscan saw no match (a faked
-                # '$' or '\b'): try the ends Hyperscan did report from this start.
-                start = m.start()
-                m = next((f for e in reversed(ordered) if start < e <= start + width
-                          for f in (fullmatch(text, start, e),) if f is not None), None)
-                if m is None:
-                    pos = start + 1
-                    continue
-            span = _value(compiled, m)
-            if span is not None:
-                out.append((idx, *span))
-            pos = max(m.end(), m.start() + 1)
     return out
 
 
-def search_all(compiled: CompiledRule, idx: int, text: str, pos: int = 0, endpos: int | None = None) -> list[Span]:
-    """Every validated match of one rule in ``text[pos:endpos]`` (the overflow path: no end filter)."""
+def _search(compiled: CompiledRule, idx: int, text: str, ends: set[int], ordered: list[int], pos: int,
+            endpos: int) -> tuple[list[Span], int | None]:
+    """Validated spans in ``text[pos:endpos]`` and where the first real match starts (None: no match)."""
     out: list[Span] = []
-    for m in compiled.regex.finditer(text, pos, len(text) if endpos is None else endpos):
+    first: int | None = None
+    width = compiled.width
+    search, fullmatch = compiled.regex.search, compiled.regex.fullmatch
+    while pos < endpos:
+        m = search(text, pos, endpos)
+        if m is None:
+            break
+        if m.end() not in ends:
+            # The window edge let re end where Hyperscan saw no match (a faked
+            # '$' or '\b'): try the ends Hyperscan did report from this start.
+            start = m.start()
+            lo, hi = bisect.bisect_right(ordered, start), bisect.bisect_right(ordered, start + width)
+            m = next((f for e in reversed(ordered[lo:hi]) for f in (fullmatch(text, start, e),) if f is not None),
+                     None)
+            if m is None:
+                pos = start + 1
+                continue
+        if first is None:
+            first = m.start()
         span = _value(compiled, m)
         if span is not None:
-            out.append((idx, *span))
+            out.append((idx, *span, *m.span()))
+        pos = max(m.end(), m.start() + 1)
+    return out, first
+
+
+def search_all(compiled: CompiledRule, idx: int, text: str) -> list[Span]:
+    """Every validated match of one rule in ``text`` (the overflow path: no end filter)."""
+    out: list[Span] = []
+    for m in compiled.regex.finditer(text):
+        span = _value(compiled, m)
+        if span is not None:
+            out.append((idx, *span, *m.span()))
     return out
 
 
@@ -197,19 +216,17 @@ def _value(compiled: CompiledRule, m: re.Match[str]) -> tuple[int, int] | None:
     return start, end
 
 
-def to_matches(rules: Sequence[CompiledRule], spans: Iterable[Span], shift: int = 0) -> list[Match]:
-    """Merge overlapping spans of the same rule; sort by start, end, rule id."""
-    ordered = sorted(spans)
-    merged: list[Span] = []
-    for idx, start, end in ordered:
-        if merged and merged[-1][0] == idx and start < merged[-1][2]:
-            last = merged[-1]
-            merged[-1] = (idx, last[1], max(last[2], end))
+def to_matches(rules: Sequence[CompiledRule], spans: Iterable[Span]) -> list[Match]:
+    """Merge overlapping or touching spans of the same rule; sort by start, end, rule id."""
+    merged: list[list[int]] = []
+    for idx, start, end, _, _ in sorted(spans):
+        if merged and merged[-1][0] == idx and start <= merged[-1][2]:
+            merged[-1][2] = max(merged[-1][2], end)
         else:
-            merged.append((idx, start, end))
+            merged.append([idx, start, end])
     out = []
     for idx, start, end in merged:
         rule = rules[idx].rule
-        out.append(Match(rule.id, rule.category, rule.severity, start + shift, end + shift))
+        out.append(Match(rule.id, rule.category, rule.severity, start, end))
     out.sort(key=lambda m: (m.start, m.end, m.rule_id))
     return out

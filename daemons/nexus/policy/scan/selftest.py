@@ -30,10 +30,14 @@ class Failure:
 
 def check_rule(scanner: Scanner, rule: Rule) -> list[Failure]:
     failures: list[Failure] = []
-    for text, kind in [*((t, "example") for t in rule.examples), *((t, "counterexample") for t in rule.counterexamples)]:
+    cases: list[tuple[str, Literal["example", "counterexample"]]] = [
+        *((t, "example") for t in rule.examples),
+        *((t, "counterexample") for t in rule.counterexamples),
+    ]
+    for text, kind in cases:
         found = tuple(sorted({m.rule_id for m in scanner.scan(text)}))
         if (rule.id in found) != (kind == "example"):
-            failures.append(Failure(rule.id, kind, text, found))  # type: ignore[arg-type]
+            failures.append(Failure(rule.id, kind, text, found))
     return failures
 
 

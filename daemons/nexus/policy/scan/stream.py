@@ -1,23 +1,31 @@
-"""Incremental scanning across chunk borders (Hyperscan stream mode).  Synchronous.
+"""Incremental scanning across chunk borders.  Synchronous.
 
-A ``StreamScan`` owns one Hyperscan stream.  ``feed(text)`` scans the next
-chunk and returns the matches completed so far, with character offsets counted
-from the start of the whole stream; a match split across any chunk border is
-found, because Hyperscan carries its automaton state between chunks and the
-scan keeps the last ``tail`` characters (the longest possible match plus one)
-to cut exact spans from.  Matches that need the end of the stream (``$``) come
-from ``close()``.
+A ``StreamScan`` keeps the last ``tail`` characters of the stream (the longest
+match any rule can make, plus one character of context) and scans that tail
+together with each new chunk in block mode.  Any match that ends in the new
+chunk starts inside this window, so a secret split across any chunk borders is
+found, with offsets counted in characters from the start of the whole stream.
 
-Resource handling: ``close()`` frees the Hyperscan stream; a ``StreamScan``
-dropped without ``close()`` frees it when garbage-collected.  One task feeds a
-stream at a time; feeds may happen on different threads (each uses its own
-thread's scratch).
+A match that ends exactly at the end of what has arrived is held back until
+the next chunk (or ``close()``): a following character could extend it, or
+undo a ``\\b`` or ``$`` it ends with.  ``feed`` therefore reports a match one
+chunk after its last character at the latest.  A match that a later chunk
+extends (an optional suffix arriving late) is reported again, longer; the
+spans overlap and a redaction covers both.  A match starting at the first
+character of the window is ignored: that character is only there as context
+for ``\\b`` and ``^``, and any real match ending in the new chunk starts later.
 
-Binding quirks handled here (hyperscan 0.7-0.9): ``Stream.__enter__`` returns
-a borrowed reference, so a stream is only safe when made by
-``Database.stream`` (which adds the reference ``__enter__`` takes back);
-``Stream.close`` mis-parses its ``scratch`` argument, so it runs on the
-database's own scratch, one close at a time under ``_CLOSE_LOCK``.
+Why not Hyperscan stream mode: vectorscan 5.4.12 misses some matches whose
+literal is split across stream writes (reproduced with
+``\\.(?:Query|Exec|QueryRow)(?:Context)?\\s{0,2}\\(…`` cut after ``db.Q``),
+and correctness across borders matters more than the bytes re-scanned.
+
+Each feed only confirms the hits that end after what earlier feeds settled, so
+a match sitting in the kept tail is not re-checked chunk after chunk.
+
+Resource handling: nothing to close but Python objects; ``close()`` flushes the
+held-back matches.  One task feeds a stream at a time; feeds may happen on
+different threads.
 
 Errors: ``feed``/``close`` never raise on any text; after ``close`` they return
 no matches.
@@ -25,43 +33,25 @@ no matches.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-import hyperscan
+from nexus.policy.scan.core import CompiledRule, Match, Span, encode, to_matches
 
-from nexus.policy.scan.core import (
-    CompiledRule,
-    Hits,
-    Match,
-    Scratches,
-    Span,
-    confirm,
-    encode,
-    on_match,
-    search_all,
-    to_matches,
-)
-
-# Re-entrant: a collector-run __del__ may close another stream inside a close.
-_CLOSE_LOCK = threading.RLock()
+# (window, encode(window), byte floor, per-rule byte floors) -> (spans, rules with a hit at the window end)
+WindowScan = Callable[[str, bytes, int, dict[int, int]], tuple[list[Span], set[int]]]
 
 
 class StreamScan:
-    def __init__(self, db: hyperscan.Database, rules: Sequence[CompiledRule], scratches: Scratches, tail: int) -> None:
-        self._db = db  # the hs stream borrows the database, callback and context: keep them alive here
+    def __init__(self, scan: WindowScan, rules: Sequence[CompiledRule], tail: int) -> None:
+        self._scan = scan
         self._rules = rules
-        self._scratches = scratches
         self._tail = tail
-        self._hits = Hits(halt=False)
-        self._stream = db.stream(on_match, context=self._hits)
-        self._stream.__enter__()
+        self._buf = ""     # the kept tail of the stream
+        self._c0 = 0       # stream offset of self._buf[0]
+        self._floor = -1   # hits ending at or before this stream offset are settled...
+        self._low: dict[int, int] = {}  # ...except for these rules, held back at the last window end
+        self._reported: set[tuple[int, int, int, int]] = set()  # (rule, start, end, match end) already out
         self._open = True
-        self._buf = ""        # the kept tail plus the latest chunk
-        self._buf_enc = b""   # encode(self._buf)
-        self._c0 = 0          # stream character offset of self._buf[0]
-        self._b0 = 0          # stream byte offset of self._buf_enc[0]
-        self._last_end: dict[int, int] = {}
 
     def feed(self, text: str) -> list[Match]:
         return to_matches(self._rules, self.feed_spans(text))
@@ -70,60 +60,47 @@ class StreamScan:
         return to_matches(self._rules, self.close_spans())
 
     def feed_spans(self, text: str) -> list[Span]:
-        """``feed`` as (rule index, start, end) tuples, stream character offsets."""
+        """``feed`` as ``core.Span`` tuples in stream offsets."""
         if not self._open or not text:
             return []
-        enc = encode(text)
-        self._hits.clear()
-        self._hits.overflow.clear()
-        self._stream.scan(enc, scratch=self._scratches.stream)
-        self._buf += text
-        self._buf_enc += enc
-        spans = self._collect(final=False)
-        self._trim()
+        window = self._buf + text
+        end = self._c0 + len(window)
+        spans, held = self._collect(window, end - 1)
+        self._floor = end - 1
+        # A hit at the window end may still grow, shrink or vanish: look at it, and
+        # anything it could turn into, again on the next feed.
+        self._low = {rule: end - 1 - self._rules[rule].width for rule in held}
+        self._buf = window[-self._tail:]
+        self._c0 = end - len(self._buf)
+        self._reported = {key for key in self._reported if key[3] > self._c0}
         return spans
 
     def close_spans(self) -> list[Span]:
         if not self._open:
             return []
         self._open = False
-        self._hits.clear()
-        self._hits.overflow.clear()
-        with _CLOSE_LOCK:
-            self._stream.close()
-        return self._collect(final=True)
+        spans = self._collect(self._buf, self._c0 + len(self._buf))[0] if self._buf else []
+        self._buf = ""
+        return spans
 
-    def __del__(self) -> None:
-        if getattr(self, "_open", False):
-            self._open = False
-            try:
-                with _CLOSE_LOCK:
-                    self._stream.close()
-            except hyperscan.error:
-                pass  # the database scratch was busy (a close inside a close): that stream state leaks
+    def _collect(self, window: str, last: int) -> tuple[list[Span], set[int]]:
+        """New matches in ``window`` that end no later than ``last`` (stream offsets), and the held rules."""
+        c0 = self._c0
+        enc = encode(window)
+        ascii_only = len(enc) == len(window)
 
-    def _collect(self, *, final: bool) -> list[Span]:
-        hits = [(rule, end - self._b0) for rule, end in self._hits if end >= self._b0]
-        spans = confirm(self._rules, self._buf, self._buf_enc, hits)
-        for idx in self._hits.overflow:
-            # Too many hits in this chunk to record them all: search the whole buffer for this rule.
-            limit = len(self._buf) if final else max(0, len(self._buf) - 1)
-            spans.extend(search_all(self._rules[idx], idx, self._buf, 0, limit))
+        def to_bytes(offset: int) -> int:
+            chars = min(max(0, offset - c0), len(window))
+            return chars if ascii_only else len(encode(window[:chars]))
+
+        floor = to_bytes(self._floor) if self._floor >= 0 else 0
+        floors = {rule: to_bytes(f) if f >= c0 else 0 for rule, f in self._low.items()}
+        spans, held = self._scan(window, enc, floor, floors)
+        first = 1 if c0 else 0
         out: list[Span] = []
-        for idx, start, end in sorted(spans, key=lambda s: (s[0], s[2], s[1])):
-            start, end = start + self._c0, end + self._c0
-            if end > self._last_end.get(idx, -1):
-                self._last_end[idx] = end
-                out.append((idx, start, end))
-        return out
-
-    def _trim(self) -> None:
-        cut = len(self._buf) - self._tail
-        if cut <= 0:
-            return
-        head = self._buf[:cut]
-        cut_b = cut if len(self._buf) == len(self._buf_enc) else len(encode(head))
-        self._buf = self._buf[cut:]
-        self._buf_enc = self._buf_enc[cut_b:]
-        self._c0 += cut
-        self._b0 += cut_b
+        for idx, s, e, ms, me in spans:
+            key = (idx, s + c0, e + c0, me + c0)
+            if ms >= first and key[3] <= last and key not in self._reported:
+                self._reported.add(key)
+                out.append((idx, key[1], key[2], ms + c0, key[3]))
+        return out, held

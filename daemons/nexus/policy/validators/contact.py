@@ -11,11 +11,15 @@ _ROLE_LOCALS = frozenset({
     "notification", "alerts", "support", "info", "sales", "help", "helpdesk", "contact", "hello", "team", "billing",
     "security", "privacy", "legal", "press", "careers", "jobs", "admin", "office", "marketing", "feedback",
     "newsletter", "example", "user", "username", "email", "name", "someone", "somebody", "you", "yourname",
+    "ci", "bot", "build", "builds", "deploy", "jenkins", "github-actions", "actions", "automation", "system",
+    "ubuntu", "ec2-user", "centos", "debian", "fedora", "pi", "opc", "azureuser", "core", "vagrant",
     "your.name", "your_name", "your-name", "youremail", "your.email", "your_email", "firstname.lastname",
     "first.last", "firstname", "test", "foo", "bar", "me", "git", "dev", "devnull",
 })
 _PLACEHOLDER_DOMAINS = frozenset({"domain.com", "yourdomain.com", "yourcompany.com", "email.com", "mail.example",
                                   "company.com", "host.com", "server.com", "somewhere.com"})
+# Host names that follow user@ in SSH targets and commit metadata, never mailboxes.
+_MACHINE_DOMAINS = ("noreply.github.com", "amazonaws.com", "compute.internal", "cloudapp.net", "cloudapp.azure.com")
 _RESERVED_TLDS = frozenset({"test", "invalid", "localhost", "local", "example", "internal", "lan", "png", "jpg",
                             "jpeg", "gif", "svg", "webp", "js", "ts", "py", "css"})
 
@@ -31,7 +35,7 @@ def email(text: str) -> bool:
     local, domain = local.lower(), domain.lower().rstrip(".")
     if not local or "." not in domain or local in _ROLE_LOCALS or domain in _PLACEHOLDER_DOMAINS:
         return False
-    if local.startswith(("noreply", "no-reply", "mailer")) or domain.endswith("noreply.github.com"):
+    if local.startswith(("noreply", "no-reply", "mailer")) or domain.endswith(_MACHINE_DOMAINS):
         return False
     tld = domain.rsplit(".", 1)[1]
     if tld in _RESERVED_TLDS or not tld.isalpha():
@@ -48,9 +52,12 @@ def phone_e164(text: str) -> bool:
     digits = _phone_digits(text)
     if not 8 <= len(digits) <= 15 or digits[0] == "0":
         return False
-    if text.count("(") != text.count(")"):
+    if text.count("(") != text.count(")") or (digits[0] == "1" and digits[1:4] in _TOLL_FREE):
         return False
     return not has_run(digits, 7) and not is_sequence(digits) and len(set(digits)) >= 3
+
+
+_TOLL_FREE = frozenset({"800", "833", "844", "855", "866", "877", "888"})
 
 
 def nanp_phone(text: str) -> bool:
@@ -63,6 +70,8 @@ def nanp_phone(text: str) -> bool:
     area, exchange = digits[:3], digits[3:6]
     if area[0] in "01" or exchange[0] in "01" or area[1:] == "11" or exchange[1:] == "11":
         return False
+    if area in _TOLL_FREE:
+        return False  # a business line, not a person's number
     if text.count("(") != text.count(")"):
         return False
     return not has_run(digits, 7) and not is_sequence(digits)

@@ -8,7 +8,8 @@ import re
 _MONTHS = {
     name: i + 1
     for i, names in enumerate((
-        ("jan", "january", "janvier", "januar", "enero"), ("feb", "february", "février", "fevrier", "februar", "febrero"),
+        ("jan", "january", "janvier", "januar", "enero"),
+        ("feb", "february", "février", "fevrier", "februar", "febrero"),
         ("mar", "march", "mars", "märz", "marz", "marzo"), ("apr", "april", "avril", "abril"),
         ("may", "mai", "mayo"), ("jun", "june", "juin", "juni", "junio"), ("jul", "july", "juillet", "juli", "julio"),
         ("aug", "august", "août", "aout", "agosto"), ("sep", "sept", "september", "septembre", "septiembre"),

@@ -22,8 +22,8 @@ _PLACEHOLDER = re.compile(
     re.IGNORECASE,
 )
 _REFERENCE = re.compile(
-    r"(?:^\$[A-Za-z_]|^%[A-Za-z_]+%$|^(?:os\.|process\.env|env\.|settings\.|config\.|secrets\.|vault:|"
-    r"ENV\[|getenv|environ))",
+    r"(?:^\$[A-Za-z_]|^%[A-Za-z_]+%$|^![A-Za-z]|^(?:os\.|process\.env|env\.|settings\.|config\.|secrets\.|"
+    r"vault:|ENV\[|getenv|environ))",
 )
 _WEAK_PASSWORD_WORDS = frozenset({
     "password", "passwd", "pass", "secret", "changeme", "change_me", "none", "null", "nil", "true", "false",

@@ -95,7 +95,8 @@ def fr_nir(text: str) -> bool:
     body, key = value[:13], value[13:]
     if not key.isdigit() or body[0] not in "12378":
         return False
-    number = body.replace("2A", "19", 1) if body[5:7] == "2A" else body.replace("2B", "18", 1) if body[5:7] == "2B" else body
+    # Corsica's departments 2A and 2B count as 19 and 18 in the key.
+    number = body[:5] + {"2A": "19", "2B": "18"}.get(body[5:7], body[5:7]) + body[7:]
     if not number.isdigit():
         return False
     month = int(number[3:5])

@@ -15,7 +15,7 @@ def ipv4(text: str) -> bool:
             return False
         if int(part) > 255:
             return False
-    return text.strip() not in ("0.0.0.0", "255.255.255.255")
+    return text.strip() not in ("0.0.0.0", "255.255.255.255")  # noqa: S104 - compared, never bound
 
 
 def public_ipv4(text: str) -> bool:

@@ -11,12 +11,12 @@ from nexus.policy.validators import (
     devices,
     entropy,
     finance,
+    health,
     iban,
     jwt,
     luhn,
     national_id,
     network,
-    health,
     ssn,
 )
 
