@@ -52,11 +52,14 @@ def host_port(url: str, default_port: int) -> tuple[str, int]:
     return parts.hostname or "127.0.0.1", parts.port or default_port
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def free_port(avoid: frozenset[int] = frozenset()) -> int:
+    """A port nothing listens on now, and not one of ``avoid`` (ports the caller is about to hand out)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port not in avoid:
+            return port
 
 
 def find_binary(names: list[str], extra_globs: tuple[str, ...] = ()) -> str | None:
@@ -268,7 +271,8 @@ class PrivatePostgres(_PrivateServer):
         super().stop(timeout)
 
 
-def ensure(kind: str, url: str, state_dir: Path) -> tuple[str, _PrivateServer | None]:
+def ensure(kind: str, url: str, state_dir: Path, avoid: frozenset[int] = frozenset()
+           ) -> tuple[str, _PrivateServer | None]:
     """Return a URL that answers for ``kind``: ``url`` itself if reachable, else a started private server's."""
     classes: dict[str, type[_PrivateServer]] = {
         "postgres": PrivatePostgres, "valkey": PrivateValkey, "nats": PrivateNats,
@@ -277,7 +281,7 @@ def ensure(kind: str, url: str, state_dir: Path) -> tuple[str, _PrivateServer | 
     host, port = host_port(url, cls.default_port)
     if reachable(host, port):
         return url, None
-    server = cls(state_dir / kind)
+    server = cls(state_dir / kind, free_port(avoid))
     server.start()
     if kind == "postgres":
         # Keep the caller's database name on the private cluster.

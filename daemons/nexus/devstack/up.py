@@ -107,9 +107,10 @@ def main(args: argparse.Namespace) -> int:
     children: dict[str, subprocess.Popen[bytes]] = {}
     try:
         urls: dict[str, str] = {}
+        daemon_ports = frozenset(_ports(config).values()) | {config.proxy.listen.port}
         for kind, url in (("postgres", config.storage.database_url), ("valkey", config.storage.valkey_url),
                           ("nats", config.storage.nats_url)):
-            actual, server = services.ensure(kind, url, state)
+            actual, server = services.ensure(kind, url, state, daemon_ports)
             urls[kind] = actual
             if server is not None:
                 started.append(server)
