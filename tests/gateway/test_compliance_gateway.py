@@ -33,13 +33,16 @@ def _hook(conn: psycopg.Connection, key_id: str, name: str, implementation: str,
 def keys(stack: Stack) -> Iterator[dict[str, str]]:
     """Keys with their own hooks (scoped to the key, so other tests are unaffected)."""
     tag = uuid.uuid4().hex[:6]
-    made = {name: make_key(stack, name=f"{name}-{tag}") for name in ("block", "redact", "answers", "bypass")}
+    made = {name: make_key(stack, name=f"{name}-{tag}")
+            for name in ("block", "redact", "answers", "bypass", "stopper")}
     with psycopg.connect(stack.db_url) as conn:
         _hook(conn, made["block"][1], f"pii-block-{tag}", "pii-detector", "request", {"onMatch": "block"})
         _hook(conn, made["redact"][1], f"pii-redact-{tag}", "pii-detector", "request", {"onMatch": "redact"})
         _hook(conn, made["answers"][1], f"secrets-out-{tag}", "rulepack-engine", "response",
               {"categories": ["secret-leak"], "onMatch": "redact"}, stream_mode="incremental")
         _hook(conn, made["bypass"][1], f"pii-bypass-{tag}", "pii-detector", "request", {"onMatch": "block"})
+        _hook(conn, made["stopper"][1], f"secrets-stop-{tag}", "rulepack-engine", "response",
+              {"categories": ["secret-leak"], "onMatch": "block", "holdBackChars": 64}, stream_mode="incremental")
     publish_signal(stack, "hook_config")
     client = openai.OpenAI(base_url=stack.v1, api_key=made["block"][0], max_retries=0)
     deadline = time.monotonic() + 90  # the first build compiles every rule (later starts load the disk cache)
@@ -170,3 +173,30 @@ def test_block_is_recorded_with_its_rules(stack: Stack, keys: dict[str, str]) ->
         assert request.redacted and b"4526" not in (request.body or b"")
     finally:
         tap.close()
+
+
+@pytest.mark.parametrize("model", ["mock-gpt", "mock-claude"])
+def test_hard_match_before_the_first_byte_is_a_403(stack: Stack, keys: dict[str, str], model: str) -> None:
+    with pytest.raises(openai.PermissionDeniedError):
+        list(_client(stack, keys["stopper"]).chat.completions.create(
+            model=model, stream=True, messages=[{"role": "user", "content": "key?"}],
+            extra_headers={"x-mock-answer": LEAK, "x-mock-chunks": "12"}))
+
+
+@pytest.mark.parametrize("model", ["mock-gpt", "mock-claude"])
+def test_hard_match_mid_stream_ends_with_an_error_frame(stack: Stack, keys: dict[str, str], model: str) -> None:
+    import httpx
+
+    long_answer = "Here is a long and harmless preamble about rotating credentials safely. " * 4 + LEAK
+    with httpx.stream("POST", stack.v1 + "/chat/completions", timeout=30,
+                      headers={"authorization": f"Bearer {keys['stopper']}", "x-mock-answer": long_answer,
+                               "x-mock-chunks": "40", "x-mock-chunk-delay-ms": "15"},
+                      json={"model": model, "stream": True, "messages": [{"role": "user", "content": "key?"}]}
+                      ) as resp:
+        assert resp.status_code == 200
+        body = resp.read().decode()
+    assert SECRET not in body
+    assert '"content"' in body  # text went out before the secret arrived
+    last = body.strip().split("\n\n")[-1]
+    assert '"error"' in last and "blocked by compliance policy" in last
+    assert "[DONE]" not in body

@@ -320,7 +320,7 @@ class _Pump:
                 released.extend((name, c) for c in step.release)
                 if step.decision is not None:
                     self.call.response_decision = step.decision
-                    raise WireError("invalid_request", blocked_message(step.decision))
+                    raise WireError("invalid_request", blocked_message(step.decision), status=403)
             events = released
         if capture is not None and not (self.passthrough and self.family != "openai"):
             for _name, chunk in events:
@@ -357,7 +357,7 @@ class _Pump:
             decision = finish_guard(guard)
             self.call.response_decision = decision
             if decision.blocked:
-                raise WireError("invalid_request", blocked_message(decision))
+                raise WireError("invalid_request", blocked_message(decision), status=403)
             self.guard = None  # what it still holds leaves now, unguarded
             self._emit([(None, c) for c in guard.release(decision)], out)
         if self.encoder is not None:
@@ -414,7 +414,9 @@ async def _stream(
             primed.extend(pump.feed(data))
     except WireError as exc:
         await ctx.__aexit__(None, None, None)
-        raise AttemptFailed(_wire_error(exc), ERROR_FRAME) from None
+        # A compliance block before the first byte is a 403 to the caller, never a reason to try another target.
+        outcome = Outcome.from_status(403) if exc.status == 403 else ERROR_FRAME
+        raise AttemptFailed(_wire_error(exc), outcome) from None
     except http.HttpClientError as exc:
         await ctx.__aexit__(None, None, None)
         raise _failed(exc) from None
