@@ -13,16 +13,19 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import attrs
 import httpx
 import psycopg
 import pytest
+import redis
 
 from nexus.crypto import secretfiles, vkeys
 from nexus.devstack import seed, services
+from nexus.net.resp.client import ValkeyClient
 
 
 @attrs.frozen
@@ -161,3 +164,34 @@ def publish_signal(stack: Stack, *kinds: str, resource_id: str | None = None) ->
         await nc.close()
 
     asyncio.run(publish())
+
+
+@pytest.fixture
+def checker(valkey_url: str) -> Iterator[redis.Redis]:
+    """redis-py: an independent client to check what our Valkey client wrote."""
+    client = redis.Redis.from_url(valkey_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix(checker: redis.Redis) -> Iterator[str]:
+    """A key prefix of this test's own, deleted afterwards."""
+    prefix = f"test:gateway:{uuid.uuid4().hex}:"
+    yield prefix
+    keys = list(checker.scan_iter(match=prefix + "*", count=1000))
+    if keys:
+        checker.delete(*keys)
+
+
+@pytest.fixture
+async def valkey(valkey_url: str) -> AsyncIterator[ValkeyClient]:
+    async with ValkeyClient(valkey_url, pool_size=16, name="test-a") as client:
+        yield client
+
+
+@pytest.fixture
+async def valkey2(valkey_url: str) -> AsyncIterator[ValkeyClient]:
+    """A second, independent client: another gateway process as far as Valkey can tell."""
+    async with ValkeyClient(valkey_url, pool_size=16, name="test-b") as client:
+        yield client

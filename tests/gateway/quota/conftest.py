@@ -8,14 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import pytest
-import redis
-
 from nexus.gateway.quota.policy import QuotaPolicy, QuotaSubject
-from nexus.net.resp.client import ValkeyClient
 
 
 def uid() -> str:
@@ -53,32 +48,3 @@ def make_subject(**fields: Any) -> QuotaSubject:
                               "provider_id": uid(), "model": "gpt-test"}
     values.update(fields)
     return QuotaSubject(**values)
-
-
-@pytest.fixture
-def checker(valkey_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(valkey_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def prefix(checker: redis.Redis) -> Iterator[str]:
-    prefix = f"test:quota:{uuid.uuid4().hex}:"
-    yield prefix
-    keys = list(checker.scan_iter(match=prefix + "*", count=1000))
-    if keys:
-        checker.delete(*keys)
-
-
-@pytest.fixture
-async def valkey(valkey_url: str) -> AsyncIterator[ValkeyClient]:
-    async with ValkeyClient(valkey_url, pool_size=16, name="quota-a") as client:
-        yield client
-
-
-@pytest.fixture
-async def valkey2(valkey_url: str) -> AsyncIterator[ValkeyClient]:
-    """A second, independent client: another gateway process as far as Valkey can tell."""
-    async with ValkeyClient(valkey_url, pool_size=16, name="quota-b") as client:
-        yield client
