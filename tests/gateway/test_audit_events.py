@@ -138,3 +138,13 @@ def test_revoked_key_event_names_no_key(stack: Stack, tap: Tap) -> None:
     assert resp.status_code == 401
     [event] = tap.by_request(rid)
     assert event.virtual_key_id is None and event.error_code == "auth_failed"
+
+
+def test_embeddings_event(stack: Stack, tap: Tap) -> None:
+    rid = f"test-{uuid.uuid4().hex}"
+    resp = httpx.post(stack.v1 + "/embeddings", json={"model": "mock-embedding", "input": "embed me"},
+                      headers={"authorization": f"Bearer {stack.key}", "x-request-id": rid}, timeout=30)
+    assert resp.status_code == 200
+    [event] = tap.by_request(rid)
+    assert event.endpoint_type == "embeddings" and event.model == "mock-embedding" and event.input_tokens > 0
+    assert event.status_code == 200 and event.outcome == "ok"

@@ -64,18 +64,42 @@ async def _request_hooks(gw: Gateway, call: gen.Call, key: VirtualKey, req: Requ
     return call.rewritten if call.rewritten is not None else chat
 
 
+async def recorded(gw: Gateway, req: Request, call: gen.Call, work: Callable[[], Awaitable[Response]]) -> Response:
+    """Run one upstream-bound request so that it ends in exactly one audit event, whatever happens: an answer
+    (for a stream, when the relay ends), a ``GatewayError`` answered in the caller's dialect, or the client
+    going away."""
+    token = logs.request_id.set(call.request_id)
+    if gw.emitter is not None:
+        call.on_finish.append(audit.recorder(gw.emitter, req, gw.capture))
+        if gw.capture.level != "off":
+            call.stream_capture = StreamCapture(gw.capture)
+    try:
+        response = await work()
+        if isinstance(response.body, bytes):
+            await call.finish()
+        return response
+    except GatewayError as err:
+        call.status, call.error_kind, call.error_message = err.status or 0, err.kind, err.message
+        answer = error_response(call.caller, err, call.headers(time.perf_counter()))
+        call.status = answer.status
+        call.response_body = answer.body if isinstance(answer.body, bytes) else None
+        await call.finish()
+        return answer
+    except trio.Cancelled:
+        call.client_closed = True
+        await call.finish()
+        raise
+    finally:
+        logs.request_id.reset(token)
+
+
 def make_gateway_handler(gw: Gateway) -> Handler:
     async def generation(req: Request, caller: Caller, model: str | None = None, stream: bool | None = None
                          ) -> Response:
         call = gen.Call(request_id(req), caller, time.perf_counter())
-        token = logs.request_id.set(call.request_id)
-        key: VirtualKey | None = None
-        if gw.emitter is not None:
-            call.on_finish.append(audit.recorder(gw.emitter, req, gw.capture, lambda: key))
-            if gw.capture.level != "off":
-                call.stream_capture = StreamCapture(gw.capture)
-        try:
-            key = await gw.authenticate(req, caller)
+
+        async def work() -> Response:
+            key = call.key = await gw.authenticate(req, caller)
             parsed = parse_json(req)
             if caller in ("openai", "anthropic"):
                 check_chat(parsed)
@@ -89,30 +113,19 @@ def make_gateway_handler(gw: Gateway) -> Handler:
             cached, cache_header = await cache.serve(gw.cache, call, key, route, req, parsed, chat)
             if cached is not None:
                 cached.headers.extend(quota_headers)
-                if isinstance(cached.body, bytes):
-                    await call.finish()
                 return cached
             response = await gen.generate(gw.client, gw.timeouts, req, call, parsed, plan, gw.health,
                                           gw.forward_headers)
             response.headers.extend(quota_headers)
             if cache_header is not None:
                 response.headers.append(cache_header)
-            if isinstance(response.body, bytes):
-                await call.finish()
             return response
-        except GatewayError as err:
-            call.status, call.error_kind, call.error_message = err.status or 0, err.kind, err.message
-            answer = error_response(caller, err, call.headers(time.perf_counter()))
-            call.status = answer.status
-            call.response_body = answer.body if isinstance(answer.body, bytes) else None
-            await call.finish()
-            return answer
-        except trio.Cancelled:
-            call.client_closed = True
-            await call.finish()
-            raise
-        finally:
-            logs.request_id.reset(token)
+
+        return await recorded(gw, req, call, work)
+
+    async def embed(req: Request) -> Response:
+        call = gen.Call(request_id(req), "openai", time.perf_counter(), endpoint="embeddings")
+        return await recorded(gw, req, call, lambda: embeddings.embeddings(gw, req, call))
 
     async def chat(req: Request) -> Response:
         return await generation(req, "openai")
@@ -127,7 +140,7 @@ def make_gateway_handler(gw: Gateway) -> Handler:
         ("POST", "/v1/chat/completions"): chat,
         ("POST", "/v1/responses"): responses,
         ("POST", "/v1/messages"): messages,
-        ("POST", "/v1/embeddings"): lambda req: embeddings.embeddings(gw, req),
+        ("POST", "/v1/embeddings"): embed,
         ("POST", "/v1/estimate"): lambda req: estimate.estimate(gw, req),
         ("POST", "/v1/messages/count_tokens"): lambda req: estimate.count_tokens(gw, req),
         ("GET", "/v1/models"): lambda req: models.list_models(gw, req),

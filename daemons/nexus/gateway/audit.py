@@ -5,7 +5,8 @@ is complete and handed to the emitter (which never blocks the response)."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -14,7 +15,6 @@ from nexus.audit.emitter import Emitter
 from nexus.audit.events import Attempt, HookResult, TrafficEvent
 from nexus.gateway.compliance import StageDecision
 from nexus.gateway.core import ENDPOINTS
-from nexus.gateway.keys.store import VirtualKey
 from nexus.gateway.quota.policy import usage_cost
 from nexus.net.http1.types import Request
 
@@ -42,8 +42,9 @@ def _hooks(decision: StageDecision | None) -> list[HookResult]:
                        rule_ids=list(h.rule_ids), duration_us=h.elapsed_us) for h in decision.hooks]
 
 
-def event_for(call: Call, req: Request, key: VirtualKey | None, policy: captures.CapturePolicy) -> TrafficEvent:
+def event_for(call: Call, req: Request, policy: captures.CapturePolicy) -> TrafficEvent:
     now = time.perf_counter()
+    key = call.key
     route = call.route
     usage = call.usage
     ok = call.status == 200 and call.error_kind is None and not call.client_closed
@@ -55,7 +56,8 @@ def event_for(call: Call, req: Request, key: VirtualKey | None, policy: captures
         routing_rule_id=call.plan.rule_id if call.plan else None,
         source_ip=req.client[0] if req.client else None, user_agent=req.headers.get("user-agent"),
         trace_id=req.headers.get("x-nexus-trace-id"),
-        method=req.method, host=req.headers.get("host"), path=req.path, endpoint_type=ENDPOINTS[call.caller],
+        method=req.method, host=req.headers.get("host"), path=req.path,
+        endpoint_type=call.endpoint or ENDPOINTS[call.caller],
         ingress_format=call.caller, stream=call.stream,
         status_code=call.status or _ERROR_STATUS.get(call.error_kind or "", 500),
         error_code=call.error_kind, error_message=call.error_message,
@@ -103,10 +105,9 @@ def event_for(call: Call, req: Request, key: VirtualKey | None, policy: captures
     return event
 
 
-def recorder(emitter: Emitter, req: Request, policy: captures.CapturePolicy,
-             key_of: Any) -> Any:
-    """The ``Call.on_finish`` step that emits the event (``key_of()`` gives the key once authenticated)."""
+def recorder(emitter: Emitter, req: Request, policy: captures.CapturePolicy) -> Callable[[Call], Awaitable[None]]:
+    """The ``Call.on_finish`` step that emits the event."""
     async def record(done: Call) -> None:
-        emitter.emit(event_for(done, req, key_of(), policy))
+        emitter.emit(event_for(done, req, policy))
 
     return record

@@ -36,6 +36,7 @@ from nexus.gateway import dialects
 from nexus.gateway.catalog import Family, ModelRoute
 from nexus.gateway.compliance import Blocked, Compliance, StageDecision, StreamGuard, blocked_message, finish_guard
 from nexus.gateway.errors import JSON, Caller, GatewayError
+from nexus.gateway.keys.store import VirtualKey
 from nexus.gateway.providers.upstream import UpstreamCall, generate_call
 from nexus.gateway.routing import attempts as routing_attempts
 from nexus.gateway.routing.attempts import CONNECT, ERROR_FRAME, TIMEOUT, Attempt, Outcome
@@ -63,6 +64,9 @@ class Call:
     request_id: str
     caller: Caller
     started: float
+    # The audit event's endpoint type when it is not the caller's generation endpoint (e.g. embeddings).
+    endpoint: str | None = None
+    key: VirtualKey | None = None
     model: str = ""
     stream: bool = False
     route: ModelRoute | None = None
