@@ -101,3 +101,33 @@ def test_fifty_identical_requests_on_two_gateways_call_upstream_once(stack: Stac
     assert all(r.status_code == 200 for r in results)
     assert _upstream_count(stack, marker) == 1
     assert sorted(r.headers["x-nexus-cache"] for r in results).count("miss") == 1
+
+
+def test_passthrough_bypass_cache(stack: Stack, cached: tuple[str, str]) -> None:
+    import datetime as dt
+    import time
+
+    import psycopg
+
+    from tests.gateway.conftest import publish_signal
+
+    marker = uuid.uuid4().hex
+    _chat(cached[0], stack.key, marker)
+    reason = f"cache bypass {marker}"
+    with psycopg.connect(stack.db_url) as conn:
+        conn.execute("INSERT INTO passthrough_setting (tier, bypass_cache, reason, expires_at) VALUES "
+                     "('global', true, %s, %s)", (reason, dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)))
+    publish_signal(stack, "passthrough")
+    try:
+        deadline = time.monotonic() + 5
+        while _chat(cached[0], stack.key, marker).headers["x-nexus-cache"] != "bypass":
+            assert time.monotonic() < deadline, "passthrough bypassCache never applied"
+            time.sleep(0.1)
+    finally:
+        with psycopg.connect(stack.db_url) as conn:
+            conn.execute("DELETE FROM passthrough_setting WHERE reason = %s", (reason,))
+        publish_signal(stack, "passthrough")
+    deadline = time.monotonic() + 5
+    while _chat(cached[0], stack.key, marker).headers["x-nexus-cache"] != "hit":
+        assert time.monotonic() < deadline, "cache never came back"
+        time.sleep(0.1)

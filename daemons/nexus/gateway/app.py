@@ -41,9 +41,13 @@ async def _request_hooks(gw: Gateway, call: gen.Call, key: VirtualKey, req: Requ
         chat = parsed if call.caller == "openai" else dialects.to_chat(call.caller, parsed, call.model, call.stream)
     except WireError as exc:
         raise GatewayError(exc.kind, exc.message, status=exc.status, param=exc.param) from None
-    if compliance is None or compliance.state.pipeline is None:
+    if compliance is None:
         return chat
     flags = compliance.flags(route.provider.adapter, route.provider.id)
+    call.passthrough_flags = flags.labels()
+    call.bypass_cache, call.kill_switch = flags.bypass_cache, flags.kill_switch
+    if compliance.state.pipeline is None:
+        return chat
     if flags.skip_hooks:
         call.hook_header = b"bypassed"
         return chat

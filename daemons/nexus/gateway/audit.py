@@ -84,7 +84,7 @@ def event_for(call: Call, req: Request, policy: captures.CapturePolicy) -> Traff
         rule_ids=sorted({*(call.request_decision.rule_ids if call.request_decision else ()),
                          *(call.response_decision.rule_ids if call.response_decision else ())}),
         request_hooks=_hooks(call.request_decision), response_hooks=_hooks(call.response_decision),
-        passthrough_flags=["bypass_hooks"] if call.hook_header == b"bypassed" else [],
+        passthrough_flags=list(call.passthrough_flags), kill_switch=call.kill_switch,
     )
     if call.client_closed:
         event.mark_client_closed()

@@ -96,6 +96,10 @@ class Call:
     keep_response: bool = False
     chat_response: Obj | None = None
     cache_status: str | None = None
+    # Emergency passthrough settings in force for this request (labels for the audit event).
+    passthrough_flags: tuple[str, ...] = ()
+    bypass_cache: bool = False
+    kill_switch: bool = False
     # For the audit event.
     client_closed: bool = False
     error_message: str | None = None

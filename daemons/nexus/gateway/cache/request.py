@@ -42,7 +42,8 @@ async def serve(cache: ExactCache | None, call: Call, key: VirtualKey, route: Mo
     """(an answer from the cache, or None to call upstream; the X-Nexus-Cache header)."""
     if cache is None:
         return None, None
-    if lookup_reason(cache.policy, "chat", chat, no_cache=no_cache_requested(req.headers.get("x-nexus-no-cache"))):
+    no_cache = call.bypass_cache or no_cache_requested(req.headers.get("x-nexus-no-cache"))
+    if lookup_reason(cache.policy, "chat", chat, no_cache=no_cache):
         call.cache_status = "bypass"
         return None, BYPASS
     scope = cache_keys.scope_tag(cache.policy.scope, key_id=key.id, project_id=key.project_id, org_id=key.org_id)
