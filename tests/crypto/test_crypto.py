@@ -45,8 +45,8 @@ def test_virtual_keys() -> None:
     assert not vkeys.looks_valid("nvk_short") and not vkeys.looks_valid("sk-" + "a" * 40)
     secret = b"s" * 32
     digest = vkeys.hash_key(secret, key)
-    assert len(digest) == 32 and vkeys.matches(secret, key, digest)
-    assert not vkeys.matches(b"t" * 32, key, digest)
+    assert len(digest) == 32 and digest == vkeys.hash_key(secret, key)
+    assert vkeys.hash_key(b"t" * 32, key) != digest
     assert vkeys.display_prefix(key) == key[:12]
 
 

@@ -30,6 +30,3 @@ def hash_key(secret: bytes, key: str) -> bytes:
 def display_prefix(key: str) -> str:
     return key[: len(PREFIX) + DISPLAY_CHARS]
 
-
-def matches(secret: bytes, key: str, stored_hash: bytes) -> bool:
-    return hmac.compare_digest(hash_key(secret, key), stored_hash)

@@ -11,7 +11,7 @@ from typing import Any
 import trio
 
 from nexus.audit.capture import StreamCapture
-from nexus.gateway import audit, dialects, embeddings, estimate, models
+from nexus.gateway import audit, embeddings, estimate, models
 from nexus.gateway import generate as gen
 from nexus.gateway.cache import request as cache
 from nexus.gateway.catalog import ModelRoute
@@ -23,7 +23,7 @@ from nexus.gateway.quota import request as quota
 from nexus.gateway.routing.simulate import simulate_handler
 from nexus.net.http1.types import Handler, Request, Response
 from nexus.runtime import logs
-from nexus.wire.errors import WireError, openai_error
+from nexus.wire.errors import openai_error
 
 _GEMINI_ROUTE = re.compile(r"/v1beta/models/([^/:]+):(generateContent|streamGenerateContent)")
 _AZURE_ROUTE = re.compile(r"/openai/deployments/([^/]+)/chat/completions")
@@ -32,25 +32,19 @@ Route = Callable[[Request], Awaitable[Response]]
 
 
 async def _request_hooks(gw: Gateway, call: gen.Call, key: VirtualKey, req: Request, parsed: dict[str, Any],
-                         route: ModelRoute) -> dict[str, Any]:
-    """Run the request hooks (unless passthrough or the kill switch says not to); arm the response stage.
-
-    Returns the canonical request as it will go upstream (redacted when a hook rewrote it)."""
+                         route: ModelRoute) -> None:
+    """Run the request hooks (unless passthrough or the kill switch says not to); arm the response stage."""
     compliance = gw.compliance
-    try:
-        chat = parsed if call.caller == "openai" else dialects.to_chat(call.caller, parsed, call.model, call.stream)
-    except WireError as exc:
-        raise GatewayError(exc.kind, exc.message, status=exc.status, param=exc.param) from None
     if compliance is None:
-        return chat
+        return
     flags = compliance.flags(route.provider.adapter, route.provider.id)
     call.passthrough_flags = flags.labels()
     call.bypass_cache, call.kill_switch = flags.bypass_cache, flags.kill_switch
     if compliance.state.pipeline is None:
-        return chat
+        return
     if flags.skip_hooks:
         call.hook_header = b"bypassed"
-        return chat
+        return
     meta = {
         "org_id": key.org_id, "project_id": key.project_id, "key_id": key.id, "user_id": key.owner_user_id,
         "source_ip": req.client[0] if req.client else None, "provider_type": route.provider.adapter,
@@ -58,14 +52,13 @@ async def _request_hooks(gw: Gateway, call: gen.Call, key: VirtualKey, req: Requ
         "body_size": len(req.body), "request_id": call.request_id, "stream": call.stream,
     }
     try:
-        call.request_decision, call.rewritten = await compliance.check_request(chat, meta)
+        call.request_decision, call.rewritten = await compliance.check_request(call.canonical(parsed), meta)
     except Blocked as blocked:
         call.hook_header = b"block"
         call.request_decision = blocked.decision
         raise
     call.hook_header = (call.request_decision.decision.value if call.request_decision else "approve").encode()
     call.compliance, call.compliance_meta = compliance, meta
-    return call.rewritten if call.rewritten is not None else chat
 
 
 async def recorded(gw: Gateway, req: Request, call: gen.Call, work: Callable[[], Awaitable[Response]]) -> Response:
@@ -112,9 +105,9 @@ def make_gateway_handler(gw: Gateway) -> Handler:
             plan = await gw.plan(key, req, caller, requested, call.request_id, parsed)
             call.model = str(requested)
             route = plan.targets[0].route
-            chat = await _request_hooks(gw, call, key, req, parsed, route)
+            await _request_hooks(gw, call, key, req, parsed, route)
             quota_headers = await quota.reserve(gw, call, key, route, caller, parsed, len(req.body))
-            cached, cache_header = await cache.serve(gw.cache, call, key, route, req, parsed, chat)
+            cached, cache_header = await cache.serve(gw.cache, call, key, route, req, parsed)
             if cached is not None:
                 cached.headers.extend(quota_headers)
                 return cached

@@ -79,7 +79,6 @@ class ModelRoute:
 @attrs.frozen
 class Catalog:
     routes: Mapping[str, tuple[ModelRoute, ...]]
-    providers: Mapping[str, Provider]
 
     def resolve(self, code: str) -> ModelRoute | None:
         routes = self.routes.get(code)
@@ -89,7 +88,7 @@ class Catalog:
         return sorted(self.routes)
 
 
-EMPTY = Catalog({}, {})
+EMPTY = Catalog({})
 
 _PROVIDERS = (
     "SELECT p.id::text, p.name, p.adapter, p.base_url, p.timeout_ms, p.settings, "
@@ -135,7 +134,7 @@ async def load(pool: PgPool, vault: Vault) -> Catalog:
                            default_max, max_out, ctx, int(created))
         for name in (code, *(aliases or ())):
             routes.setdefault(name, []).append(route)
-    return Catalog({k: tuple(v) for k, v in routes.items()}, {p.name: p for p in providers.values()})
+    return Catalog({k: tuple(v) for k, v in routes.items()})
 
 
 @attrs.define

@@ -66,10 +66,7 @@ class Gateway:
     async def plan(self, key: VirtualKey, req: Request, caller: Caller, model: Any, rid: str,
                    parsed: dict[str, Any]) -> Plan:
         """The ordered upstream targets for this request (routing rules, fallbacks, health)."""
-        if not isinstance(model, str) or not model:
-            raise GatewayError("invalid_request", "`model` is required and must be a string", param="model")
-        if not key.allows(model):
-            raise NotFound(f"model {model!r} does not exist or this key may not use it")
+        model = _allowed_model(key, model)
         metadata = parsed.get("metadata")
         request = RouteRequest(
             model=model, endpoint=ENDPOINTS[caller], request_id=rid, virtual_key_id=key.id, org_id=key.org_id,
@@ -104,12 +101,21 @@ class Gateway:
         raise GatewayError("auth_failed", _AUTH_MESSAGES[result.verdict])
 
     def resolve(self, key: VirtualKey, model: Any) -> ModelRoute:
-        if not isinstance(model, str) or not model:
-            raise GatewayError("invalid_request", "`model` is required and must be a string", param="model")
+        """The first catalog route of ``model`` (routes that do not go through routing rules)."""
+        model = _allowed_model(key, model)
         route = self.catalog.current.resolve(model)
-        if route is None or not key.allows(model):
+        if route is None:
             raise NotFound(f"model {model!r} does not exist or this key may not use it")
         return route
+
+
+def _allowed_model(key: VirtualKey, model: Any) -> str:
+    if not isinstance(model, str) or not model:
+        raise GatewayError("invalid_request", "`model` is required and must be a string", param="model")
+    if not key.allows(model):
+        # The same answer as for an unknown model: the key learns nothing about what exists.
+        raise NotFound(f"model {model!r} does not exist or this key may not use it")
+    return model
 
 
 

@@ -92,6 +92,8 @@ class Call:
     rewritten: Obj | None = None
     compliance: Compliance | None = None
     compliance_meta: dict[str, Any] = attrs.Factory(dict)
+    # The caller's request in canonical form, translated at most once and only when something needs it.
+    chat: Obj | None = None
     # The canonical answer, kept when the exact cache will store it.
     keep_response: bool = False
     chat_response: Obj | None = None
@@ -116,6 +118,18 @@ class Call:
                     await step(self)
                 except Exception:
                     log.exception("finishing request %s failed", self.request_id)
+
+    def canonical(self, parsed: Obj) -> Obj:
+        """The request as it goes upstream in canonical form: the hooks' redaction when they rewrote it."""
+        if self.rewritten is not None:
+            return self.rewritten
+        if self.chat is None:
+            try:
+                self.chat = parsed if self.caller == "openai" else dialects.to_chat(
+                    self.caller, parsed, self.model, self.stream)
+            except WireError as exc:
+                raise _wire_error(exc) from None
+        return self.chat
 
     def overhead_ms(self, now: float) -> float:
         upstream = (self.upstream_done or now) - self.upstream_started if self.upstream_started else 0.0
@@ -224,14 +238,12 @@ async def _attempt(
     passthrough = dialects.SAME_FAMILY[caller] == family and call.rewritten is None
     strip_usage = False
     try:
-        chat: Obj = parsed
-        if call.rewritten is not None:
-            body, call.coerced = dialects.upstream_body(family, call.rewritten, route)
-        elif passthrough:
+        if passthrough:
             body, strip_usage = dialects.passthrough_body(family, req.body, route)
         else:
-            chat = dialects.to_chat(caller, parsed, call.model, call.stream)
-            body, call.coerced = dialects.upstream_body(family, chat, route)
+            body, call.coerced = dialects.upstream_body(family, call.canonical(parsed), route)
+    except GatewayError as err:  # the caller's request itself cannot be made canonical: no target can take it
+        raise AttemptFailed(err, Outcome.from_status(err.status or 400)) from None
     except WireError as exc:
         # The request cannot be expressed for this target's family (it may be for the next one).
         raise AttemptFailed(_wire_error(exc), Outcome.from_status(exc.status or 400)) from None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping, MutableMapping
+from collections.abc import MutableMapping
 
 import attrs
 
@@ -112,6 +112,3 @@ def describe(sock: socket.socket) -> str:
         return f"{host}:{addr[1]}"
     return str(addr)
 
-
-def environ_snapshot(environ: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in environ.items() if k.startswith(("LISTEN_", "NOTIFY_", "WATCHDOG_"))}

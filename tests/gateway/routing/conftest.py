@@ -21,7 +21,7 @@ def make_catalog(*entries: tuple[str, str] | tuple[str, str, str]) -> Catalog:
         prices = Prices(1_000_000 * (len(routes) + 1), 2_000_000, 0, 0, 0)
         routes.setdefault(code, []).append(
             ModelRoute(code, provider, f"{code}@{name}", modality, prices, None, None, 128_000, 0))
-    return Catalog({k: tuple(v) for k, v in routes.items()}, providers)
+    return Catalog({k: tuple(v) for k, v in routes.items()})
 
 
 _ids = iter(range(1, 1_000_000))

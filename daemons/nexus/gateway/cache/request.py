@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from nexus.gateway.cache import key as cache_keys
 from nexus.gateway.cache import replay
 from nexus.gateway.cache.entry import CacheEntry
-from nexus.gateway.cache.exact import ExactCache, Flight
+from nexus.gateway.cache.exact import ExactCache
 from nexus.gateway.cache.policy import finish_reasons, lookup_reason, no_cache_requested, poison_reason
 from nexus.gateway.catalog import ModelRoute
 from nexus.gateway.errors import JSON
@@ -38,10 +38,11 @@ async def _pieces(pieces: list[bytes]) -> Any:
 
 
 async def serve(cache: ExactCache | None, call: Call, key: VirtualKey, route: ModelRoute, req: Request,
-                parsed: dict[str, Any], chat: dict[str, Any]) -> tuple[Response | None, tuple[bytes, bytes] | None]:
+                parsed: dict[str, Any]) -> tuple[Response | None, tuple[bytes, bytes] | None]:
     """(an answer from the cache, or None to call upstream; the X-Nexus-Cache header)."""
     if cache is None:
         return None, None
+    chat = call.canonical(parsed)
     no_cache = call.bypass_cache or no_cache_requested(req.headers.get("x-nexus-no-cache"))
     if lookup_reason(cache.policy, "chat", chat, no_cache=no_cache):
         call.cache_status = "bypass"
@@ -97,5 +98,3 @@ def _answer(call: Call, entry: CacheEntry, parsed: dict[str, Any]) -> Response:
     call.response_body = replay.response_body(entry, call.caller, parsed)
     return Response(200, [JSON, *headers], call.response_body)
 
-
-__all__ = ["Flight", "serve"]
