@@ -16,7 +16,7 @@ from psycopg import errors
 from nexus.storage import migrate as m
 
 Conn = psycopg.Connection[tuple[object, ...]]
-REPO_VERSIONS = [1, 2, 3, 4, 5, 6]
+REPO_VERSIONS = [1, 2, 3, 4, 5, 6, 7]
 
 
 def _copy(tmp_path: Path, versions: list[int] | None = None) -> Path:
@@ -108,8 +108,9 @@ def test_status_lists_applied_and_pending(empty_db_url: str, tmp_path: Path) -> 
     directory = _copy(tmp_path, [1, 2, 3])
     assert [a for _, a in m.status(empty_db_url, directory)] == [None, None, None]
     m.migrate(empty_db_url, directory, log=lambda _: None)
-    for path in m.MIGRATIONS_DIR.glob("000[456]_*.sql"):
-        shutil.copy(path, directory / path.name)
+    for path in m.MIGRATIONS_DIR.glob("*.sql"):
+        if int(path.name[:4]) > 3:
+            shutil.copy(path, directory / path.name)
 
     report = m.status(empty_db_url, directory)
     assert [x.version for x, _ in report] == REPO_VERSIONS
@@ -122,7 +123,7 @@ def test_status_lists_applied_and_pending(empty_db_url: str, tmp_path: Path) -> 
         )
         assert applied.applied_at.tzinfo is not None
         assert applied.duration_ms >= 0
-    assert [a for _, a in report[3:]] == [None, None, None]
+    assert [a for _, a in report[3:]] == [None] * (len(REPO_VERSIONS) - 3)
 
 
 def test_an_edited_applied_migration_is_an_error_and_nothing_is_applied(
@@ -207,7 +208,8 @@ def test_a_migration_that_ends_its_transaction_is_refused(empty_db_url: str, tmp
 def test_concurrent_migrators_apply_each_migration_exactly_once(empty_db_url: str, tmp_path: Path) -> None:
     directory = _copy(tmp_path)
     # A slow last step widens the window in which the second migrator must wait on the lock.
-    (directory / "0007_pause.sql").write_text("SELECT pg_sleep(0.3);\n")
+    pause = REPO_VERSIONS[-1] + 1
+    (directory / f"{pause:04d}_pause.sql").write_text("SELECT pg_sleep(0.3);\n")
     start = threading.Barrier(2)
     results: list[list[int]] = []
     failures: list[BaseException] = []
@@ -225,8 +227,8 @@ def test_concurrent_migrators_apply_each_migration_exactly_once(empty_db_url: st
     for thread in threads:
         thread.join(timeout=60)
     assert failures == []
-    assert sorted(results, key=len) == [[], [*REPO_VERSIONS, 7]]
-    assert [v for v, _, _ in _recorded(empty_db_url)] == [*REPO_VERSIONS, 7]
+    assert sorted(results, key=len) == [[], [*REPO_VERSIONS, pause]]
+    assert [v for v, _, _ in _recorded(empty_db_url)] == [*REPO_VERSIONS, pause]
 
 
 def test_waiting_for_the_migration_lock_is_bounded(empty_db_url: str, tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ def migrate(_args: argparse.Namespace, config: NexusConfig) -> int:
         applied = migrations.migrate(dsn)
         created = prepare_partitions(dsn)
         packs = seed_rules(dsn)
+        seed_iam_groups(dsn)
     except (migrations.MigrationError, partitions.PartitionError) as exc:
         return _fail(f"migration failed: {exc}")
     print(f"applied {len(applied)} migration(s)" if applied else "database is up to date")
@@ -48,6 +49,17 @@ def seed_rules(dsn: str) -> list[str]:
             return seed_rule_packs(conn)
     except psycopg.Error as exc:
         raise migrations.MigrationError(f"seeding rule packs failed: {exc}") from None
+
+
+def seed_iam_groups(dsn: str) -> None:
+    """The managed IAM groups and policies (``iam_group`` / ``iam_policy`` with org_id NULL)."""
+    from nexus.controlplane.iam.seed import seed_iam
+
+    try:
+        with psycopg.connect(dsn) as conn:
+            seed_iam(conn)
+    except psycopg.Error as exc:
+        raise migrations.MigrationError(f"seeding IAM groups failed: {exc}") from None
 
 
 def prepare_partitions(dsn: str) -> list[str]:
@@ -77,7 +89,7 @@ def seed_demo(args: argparse.Namespace, config: NexusConfig) -> int:
 
     try:
         seeded = run_seed(config.storage.database_url, secretfiles.directory(config.secrets.dir), args.mock_url,
-                          hooks=args.with_hooks)
+                          hooks=args.with_hooks, public_url=config.control_plane.public_url)
     except secretfiles.SecretsError as exc:
         return _fail(str(exc))
     except psycopg.Error as exc:

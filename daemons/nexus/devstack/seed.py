@@ -17,6 +17,8 @@ import attrs
 import orjson
 import psycopg
 
+from nexus.controlplane.auth.seed import seed_oauth_clients
+from nexus.controlplane.iam.seed import seed_iam
 from nexus.crypto import passwords, secretfiles, vkeys
 
 ADMIN_EMAIL = "admin@nexus.local"
@@ -71,7 +73,7 @@ class DemoSeed:
 
 def seed_demo(
     dsn: str, secrets_dir: Path, mock_url: str, *, known_key: str | None = None, known_password: str | None = None,
-    hooks: bool = False,
+    hooks: bool = False, public_url: str = "http://127.0.0.1:3001",
 ) -> DemoSeed:
     vault = secretfiles.vault(secrets_dir)
     key_secret = secretfiles.key_hmac_secret(secrets_dir)
@@ -98,6 +100,15 @@ def seed_demo(
                 "password_changed_at = now(), failed_login_count = 0, locked_until = NULL",
                 (org_id, ADMIN_EMAIL, passwords.hash_password(password)),
             )
+
+        # The demo administrator signs in to the console as a super-admin.
+        seed_iam(conn)
+        seed_oauth_clients(conn, public_url)
+        conn.execute(
+            "INSERT INTO iam_group_member (group_id, user_id) SELECT g.id, u.id FROM iam_group g, app_user u "
+            "WHERE g.org_id IS NULL AND g.name = 'super-admins' AND u.email = %s ON CONFLICT DO NOTHING",
+            (ADMIN_EMAIL,),
+        )
 
         base = mock_url.rstrip("/")
         for name, adapter, path, model_rows in PROVIDERS:

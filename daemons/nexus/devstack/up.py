@@ -130,7 +130,7 @@ def main(args: argparse.Namespace) -> int:
         mock_url = f"http://127.0.0.1:{config.mock_provider.listen.port}"
         demo = seed.seed_demo(urls["postgres"], secrets_dir, mock_url,
                               known_key=known.get("virtual_key"), known_password=known.get("admin_password"),
-                              hooks=True)
+                              hooks=True, public_url=config.control_plane.public_url)
         fd = os.open(demo_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(attrs.asdict(demo), f)

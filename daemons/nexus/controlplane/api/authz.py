@@ -1,0 +1,27 @@
+"""The one place the admin API asks IAM: may this principal do this action on this target?"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from nexus.controlplane.api.errors import ApiError
+from nexus.controlplane.api.operation import Call, Target
+from nexus.controlplane.iam.evaluate import AccessRequest, Decision, evaluate
+from nexus.controlplane.iam.store import policies_for_principal
+from nexus.controlplane.principal import Principal
+from nexus.controlplane.services import Services
+
+
+async def decide(services: Services, principal: Principal, action: str, target: Target, ip: str | None) -> Decision:
+    policies = await policies_for_principal(services.pg, principal)
+    request = AccessRequest(principal=principal, action=action, resource=target.nrn, source_ip=ip,
+                            now=dt.datetime.now(dt.UTC), resource_tags=dict(target.tags))
+    return evaluate(policies, request)
+
+
+async def require(call: Call, action: str, target: Target) -> None:
+    """A second authorisation an operation needs beyond its own (e.g. update on the user added to a group)."""
+    decision = await decide(call.services, call.principal, action, target, call.source_ip)
+    if not decision.allowed:
+        raise ApiError(403, "forbidden", f"not allowed: {action} on {target.nrn}",
+                       {"action": action, "resource": target.nrn})

@@ -1,0 +1,9 @@
+"""Admin API: gateway resources."""
+
+from __future__ import annotations
+
+from nexus.controlplane.api.operation import Operation
+
+
+def operations() -> list[Operation]:
+    return []
