@@ -19,7 +19,7 @@ ALL = PREFIX + ">"
 Kind = Literal[
     "virtual_key", "provider", "credential", "model", "routing_rule", "quota_policy", "quota_override", "hook_config",
     "rule_pack",
-    "passthrough", "kill_switch", "interception_domain", "organization", "project",
+    "passthrough", "kill_switch", "interception_domain", "organization", "project", "exemption",
 ]
 
 

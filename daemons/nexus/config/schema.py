@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 import attrs
 from attrs import validators as v
 
+from nexus.controlplane.auth.settings import AuthSettings
+
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 
@@ -87,6 +89,43 @@ class HttpLimits:
     max_inflight: int = attrs.field(default=10_000, validator=_positive)
 
 
+def _semantic_model(inst: SemanticCacheConfig, _attr: attrs.Attribute[str], value: str) -> None:
+    if inst.enabled and not value:
+        raise ValueError("the semantic cache needs a catalog model code to embed prompts with")
+
+
+@attrs.define(kw_only=True)
+class SemanticCacheConfig:
+    """The semantic cache (nexus.gateway.cache.semantic); its answers live in the exact cache, which must be on."""
+
+    enabled: bool = False
+    # A catalog model code served by an OpenAI-compatible provider (e.g. "mock-embedding").
+    embedding_model: str = attrs.field(default="", validator=_semantic_model)
+    # Vector length to ask the embedding model for; 0: the model's own.
+    dimensions: int = attrs.field(default=0, validator=v.and_(v.ge(0), v.le(16384)))
+    threshold: float = attrs.field(default=0.96, validator=v.and_(v.gt(0.0), v.le(1.0)))
+    # Embedding plus search; past it the lookup is a miss.
+    budget_ms: float = attrs.field(default=20.0, validator=_positive_s)
+    # Opt-in: every request (default_on), requests for these model codes (globs) or from these virtual key ids;
+    # the request header x-nexus-semantic-cache: on|off overrides all three.
+    default_on: bool = False
+    models: list[str] = attrs.field(factory=list)
+    keys: list[str] = attrs.field(factory=list)
+    backend: Literal["auto", "builtin", "valkey-search"] = "auto"
+    # Vectors held in memory per gateway process (built-in backend), over all scopes.
+    max_entries: int = attrs.field(default=50_000, validator=_positive)
+    # Longer prompts are not embedded (embedding models cap their input).
+    max_chars: int = attrs.field(default=8000, validator=_positive)
+    breaker_failures: int = attrs.field(default=5, validator=_positive)
+    breaker_open_seconds: float = attrs.field(default=30.0, validator=_positive_s)
+
+
+def _semantic_needs_exact(inst: CacheConfig, _attr: attrs.Attribute[SemanticCacheConfig],
+                          value: SemanticCacheConfig) -> None:
+    if value.enabled and not inst.enabled:
+        raise ValueError("semantic.enabled needs gateway.cache.enabled (semantic hits are read from the exact cache)")
+
+
 @attrs.define(kw_only=True)
 class CacheConfig:
     # Off by default: serving one caller's answer to another is an operator's decision.
@@ -94,6 +133,15 @@ class CacheConfig:
     ttl_seconds: int = attrs.field(default=3600, validator=v.and_(v.ge(60), v.le(604800)))
     scope: Literal["global", "org", "project", "vk"] = "vk"  # vk: per virtual key
     deterministic_only: bool = False
+    semantic: SemanticCacheConfig = attrs.field(factory=SemanticCacheConfig, validator=_semantic_needs_exact)
+
+
+@attrs.define(kw_only=True)
+class QuotaConfig:
+    # What the key's own RPM/TPM limits do when Valkey cannot be reached (quota policies carry their own
+    # fail_mode, 'closed' unless set): fail_closed answers 503; fail_open serves, counting in this process only
+    # (the bound is in nexus.gateway.quota.engine).
+    on_valkey_down: Literal["fail_closed", "fail_open"] = "fail_closed"
 
 
 @attrs.define(kw_only=True)
@@ -108,6 +156,7 @@ class GatewayConfig:
     # mock provider's knobs). Empty by default: a client must not steer the upstream unless the operator says so.
     forward_headers: list[str] = attrs.field(factory=list)
     cache: CacheConfig = attrs.field(factory=CacheConfig)
+    quota: QuotaConfig = attrs.field(factory=QuotaConfig)
 
 
 @attrs.define(kw_only=True)
@@ -126,6 +175,8 @@ class HubConfig:
 class ControlPlaneConfig:
     listen: Listen = _listen(3001)
     public_url: str = attrs.field(default="http://127.0.0.1:3001", validator=_url("http", "https"))
+    # Sign-in: token lifetimes, lockout, federation trust ([control_plane.auth]).
+    auth: AuthSettings = attrs.field(factory=AuthSettings)
 
 
 @attrs.define(kw_only=True)
@@ -176,6 +227,8 @@ class AuditConfig:
     spill_dir: str = "/var/lib/nexus/spill"
     spool_dir: str = "/var/lib/nexus/spool"
     spool_file_max: int = attrs.field(default=64 * 1024 * 1024, validator=v.ge(64 * 1024))
+    # Disk the spool may take; past it, spill mode loses the newest events (counted), block mode holds them.
+    spool_max_bytes: int = attrs.field(default=1024 * 1024 * 1024, validator=v.ge(64 * 1024))
     # What the emitter does when NATS is unreachable or its queue is full.
     loss_mode: Literal["spill", "block", "drop"] = "spill"
     queue_max_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=v.ge(64 * 1024))

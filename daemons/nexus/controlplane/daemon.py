@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from nexus.audit.spill import FsSpillStore
 from nexus.config import NexusConfig
 from nexus.controlplane import auth
 from nexus.controlplane.app import build_app
@@ -21,9 +22,10 @@ def build(config: NexusConfig, control: daemon.Control) -> daemon.DaemonSpec:
     secrets_dir = secretfiles.directory(config.secrets.dir)
     vault = secretfiles.vault(secrets_dir)
     public_url = config.control_plane.public_url.rstrip("/")
-    sign_in = auth.build(pg, valkey, vault, secrets_dir, public_url)
+    sign_in = auth.build(pg, valkey, vault, secrets_dir, public_url, config.control_plane.auth)
     services = Services(pg=pg, valkey=valkey, nats=nats, vault=vault, key_hmac=secretfiles.key_hmac_secret(secrets_dir),
-                        secrets_dir=secrets_dir, authenticator=sign_in.authenticator, public_url=public_url)
+                        secrets_dir=secrets_dir, authenticator=sign_in.authenticator, public_url=public_url,
+                        spill=FsSpillStore(config.audit.spill_dir))
     app = build_app(services, all_operations(), extra_routes=sign_in.routes(),
                     health_routes=health_routes("control-plane", deps, lambda: control.draining))
     return daemon.DaemonSpec(

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from nexus.audit.spill import SpillStore
 from nexus.crypto.vault import Vault
 from nexus.net.nats.client import NatsClient
 from nexus.net.resp.client import ValkeyClient
@@ -26,3 +27,5 @@ class Services:
     secrets_dir: Path
     authenticator: Authenticator
     public_url: str
+    # Where captured bodies over the inline limit live (the hub's spill store on this box).
+    spill: SpillStore | None = None

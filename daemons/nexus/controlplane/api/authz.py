@@ -19,9 +19,17 @@ async def decide(services: Services, principal: Principal, action: str, target: 
     return evaluate(policies, request)
 
 
+class Denied(ApiError):
+    """A refused second check; the router audits it after rolling the request back."""
+
+    def __init__(self, action: str, target: Target) -> None:
+        super().__init__(403, "forbidden", f"not allowed: {action} on {target.nrn}",
+                         {"action": action, "resource": target.nrn})
+        self.target = target
+
+
 async def require(call: Call, action: str, target: Target) -> None:
     """A second authorisation an operation needs beyond its own (e.g. update on the user added to a group)."""
     decision = await decide(call.services, call.principal, action, target, call.source_ip)
     if not decision.allowed:
-        raise ApiError(403, "forbidden", f"not allowed: {action} on {target.nrn}",
-                       {"action": action, "resource": target.nrn})
+        raise Denied(action, target)

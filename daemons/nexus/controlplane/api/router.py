@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from nexus import signals
 from nexus.controlplane.api import schema
-from nexus.controlplane.api.authz import decide
+from nexus.controlplane.api.authz import Denied, decide
 from nexus.controlplane.api.errors import ApiError
 from nexus.controlplane.api.operation import Call, Operation, Reply, Target, nrn
 from nexus.controlplane.audit.log import append_in
@@ -205,6 +205,9 @@ class Router:
         Asked only when a request failed before its target was known (bad body, unknown id), so
         a caller without the permission learns nothing about what exists or what a valid body is.
         """
+        if op.action.startswith("my:"):  # my:* acts on the caller's own user, whatever the id named
+            own = Target(nrn=nrn("iam", principal.org_path, "user", str(principal.id)))
+            return (await decide(self.services, principal, op.action, own, ip)).allowed
         rtype = _rtype(op.action)
         kind = CATALOGUE.get(rtype)
         if kind is None:
@@ -232,17 +235,24 @@ class Router:
                     if op.writes:
                         await append_in(conn, _entry(call, op, "success", call.target, reply.after, reply.nrn))
                     return reply, None
+        except Denied as exc:
+            # A second check inside the handler refused: the transaction is rolled back, the denial is not.
+            await self._audit_denied(call, op, exc.target)
+            raise
         except psycopg.Error as exc:
             if isinstance(exc, psycopg.OperationalError):
                 log.warning("database unavailable during %s %s: %s", op.method, op.path, type(exc).__name__)
                 raise ApiError(503, "unavailable", "the database is unavailable; retry shortly") from None
             raise database_error(exc) from None
-        # Outside the request's transaction: the denial is recorded even though nothing else is.
-        async with pg.connection() as conn, conn.transaction():
-            await append_in(conn, _entry(denied_call, op, "denied", denied_call.target, None))
+        await self._audit_denied(denied_call, op, denied_call.target)
         log.info("denied %s on %s for %s %s: %s", op.action, denied_call.target.nrn, principal.kind, principal.id,
                  decision.reason)
         return None, _forbidden(op.action, denied_call.target.nrn).response()
+
+    async def _audit_denied(self, call: Call, op: Operation, target: Target) -> None:
+        """Outside the request's transaction: the denial is recorded even though nothing else is."""
+        async with self.services.pg.connection() as conn, conn.transaction():
+            await append_in(conn, _entry(call, op, "denied", target, None, target.nrn))
 
     async def _publish(self, kind: str, resource_id: str | None) -> None:
         try:

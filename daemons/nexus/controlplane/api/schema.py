@@ -291,6 +291,9 @@ _SCALARS: Mapping[Any, dict[str, Any]] = {
 }
 
 
+_schema_owners: dict[str, type] = {}
+
+
 def json_schema(tp: Any, defs: dict[str, Any], *, partial: bool = False) -> dict[str, Any]:
     """JSON Schema for ``tp``; attrs classes go to ``defs`` (components/schemas) and are referenced."""
     if tp in _SCALARS:
@@ -314,6 +317,9 @@ def json_schema(tp: Any, defs: dict[str, Any], *, partial: bool = False) -> dict
     if attrs.has(tp):
         attrs.resolve_types(tp)
         name = tp.__name__ + ("Patch" if partial else "")
+        owner = _schema_owners.setdefault(name, tp)
+        if owner is not tp:
+            raise TypeError(f"two schemas named {name}: {owner.__module__} and {tp.__module__}; rename one")
         if name not in defs:
             defs[name] = {}  # placeholder against recursion
             properties: dict[str, Any] = {}

@@ -59,14 +59,14 @@ CATALOGUE: Mapping[str, ResourceKind] = MappingProxyType({
     "alert": _kind("platform"),
     "analytics": _kind("platform", "read", crud=False),
     "thing": _kind("platform"),
-    "enrollment-token": _kind("platform"),
+    "enrollment-token": _kind("platform", "revoke"),
     "kill-switch": _kind("platform"),
     "job": _kind("platform"),
     # iam
     "user": _kind("iam"),
     "group": _kind("iam"),
     "policy": _kind("iam"),
-    "api-key": _kind("iam"),
+    "api-key": _kind("iam", "revoke"),
     "identity-provider": _kind("iam"),
     "iam": _kind("iam", "simulate", crud=False),
     # gateway

@@ -27,6 +27,7 @@ from nexus.controlplane.api.crud import operations as crud_operations
 from nexus.controlplane.api.errors import ApiError, invalid
 from nexus.controlplane.api.operation import Call, Operation, Reply, Target, nrn
 from nexus.controlplane.api.schema import field
+from nexus.controlplane.resources.sourced import SourcedResource
 from nexus.policy.config import Exemption, HookConfig, PolicyConfigError, from_row
 from nexus.policy.hooks.base import BuildEnv
 
@@ -126,22 +127,6 @@ _HOOK_SOURCE = (
 )
 
 
-@attrs.frozen
-class HookResource(Resource):
-    """``hook_config`` read through ``_HOOK_SOURCE``, so project- and key-scoped hooks belong to an org."""
-
-    def _select(self) -> sql.Composable:
-        columns = []
-        for attribute in attrs.fields(attrs.resolve_types(self.read)):
-            expr = self.expressions.get(attribute.name)
-            columns.append(sql.SQL(expr) + sql.SQL(" AS ") + sql.Identifier(attribute.name) if expr
-                           else sql.SQL("t.") + sql.Identifier(attribute.name))
-        extra = sql.SQL("o.path AS _org_path, t.org_id AS _org_id, NULL::jsonb AS _tags, NULL::text AS _owner, "
-                        f"t.{self.order} AS _order")
-        return (sql.SQL("SELECT ") + sql.SQL(", ").join([*columns, extra]) + sql.SQL(" FROM ")
-                + sql.SQL(_HOOK_SOURCE) + sql.SQL(" t LEFT JOIN organization o ON o.id = t.org_id"))
-
-
 _rules_env: BuildEnv | None = None
 _rules_lock = trio.Lock()
 
@@ -191,7 +176,8 @@ async def validate_hook(values: Mapping[str, Any]) -> None:
     from nexus.policy.hooks.registry import build_hook
 
     env = await rules_env()
-    row = {"id": "validate", "name": "hook", **{k: v for k, v in values.items() if k in _HOOK_FIELDS}}
+    # A fixed label, so the engine's messages can be reduced to the field they name.
+    row = {**{k: v for k, v in values.items() if k in _HOOK_FIELDS}, "id": "validate", "name": "hook"}
     for name in ("org_id", "project_id", "virtual_key_id"):
         if row.get(name) is not None:
             row[name] = str(row[name])
@@ -247,10 +233,10 @@ async def _owner_org(call: Call, table: str, rid: uuid.UUID, name: str) -> uuid.
     return uuid.UUID(str(row[0]))
 
 
-HOOKS = HookResource(
+HOOKS = SourcedResource(
     path="hooks", rtype="hook", service="compliance", table="hook_config", read=Hook, create=HookCreate,
     update=HookUpdate, tag=TAG, signal="hook_config", filters=("implementation", "stage", "scope_kind", "enabled"),
-    expressions={"org_id": "t.scope_org_id"}, prepare=prepare_hook,
+    expressions={"org_id": "t.scope_org_id"}, prepare=prepare_hook, source=_HOOK_SOURCE,
 )
 
 

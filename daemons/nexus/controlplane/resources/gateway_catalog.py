@@ -60,8 +60,8 @@ class Provider:
 class ProviderCreate:
     """A new provider; ``settings`` carries adapter specifics (api-version, deployment map, region...)."""
 
-    name: str = field(pattern=PROVIDER_NAME, max_length=63)
     adapter: Adapter
+    name: str = field(pattern=PROVIDER_NAME, max_length=63)
     base_url: str = field(pattern=BASE_URL, max_length=2048)
     display_name: str = field(default="", max_length=200)
     region: str | None = field(default=None, max_length=64)
@@ -75,8 +75,8 @@ class ProviderUpdate:
     """Fields a provider update may change."""
 
     name: str = field(pattern=PROVIDER_NAME, max_length=63)
-    display_name: str = field(default="", max_length=200)
     base_url: str = field(pattern=BASE_URL, max_length=2048)
+    display_name: str = field(default="", max_length=200)
     region: str | None = field(default=None, max_length=64)
     timeout_ms: int = field(default=600_000, minimum=1, maximum=3_600_000)
     settings: dict[str, Any] = field(factory=dict)
@@ -93,13 +93,13 @@ PROVIDERS = Resource(
 
 @attrs.frozen
 class Credential:
-    """An upstream credential; the secret itself is never shown, only its last characters."""
+    """An upstream credential; never the secret: ``secret_hint`` (its last characters) and the vault ``key_id``."""
 
     id: uuid.UUID
     provider_id: uuid.UUID
     name: str
-    key_id: str = field(description="the vault data key the secret is sealed under")
-    secret_hint: str = field(description="the secret's last characters (empty for short secrets)")
+    key_id: str
+    secret_hint: str
     weight: int
     enabled: bool
     expires_at: dt.datetime | None
@@ -199,8 +199,8 @@ class Model:
 
     id: uuid.UUID
     provider_id: uuid.UUID
-    code: str = field(description="the public name clients ask for")
-    provider_model_id: str = field(description="what goes upstream (or the Azure deployment)")
+    code: str
+    provider_model_id: str
     display_name: str
     modality: Modality
     input_micro_usd_per_mtok: int

@@ -132,11 +132,14 @@ class GatewayResource(Resource):
     def list_query(self) -> type:
         if not self.conditions:
             return super().list_query()
-        base = super().list_query()
-        extra = {name: attrs.field(default=None, type=c.type | None,
-                                   metadata={"schema": {"description": c.description}})
-                 for name, c in self.conditions.items()}
-        return attrs.make_class(f"{self.read.__name__}ListQuery", extra, bases=(base,), frozen=True)
+        read_fields = {a.name: a for a in attrs.fields(attrs.resolve_types(self.read))}
+        extra = {name: attrs.field(default=None, type=read_fields[name].type | None,
+                                   metadata={"schema": {"description": f"only rows with this {name}"}})
+                 for name in self.filters}
+        extra.update({name: attrs.field(default=None, type=c.type | None,
+                                        metadata={"schema": {"description": c.description}})
+                      for name, c in self.conditions.items()})
+        return attrs.make_class(f"{self.read.__name__}ListQuery", extra, bases=(ListQuery,), frozen=True)
 
 
 def merged(call: Call, patch: Mapping[str, Any]) -> dict[str, Any]:
