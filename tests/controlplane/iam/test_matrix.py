@@ -86,7 +86,7 @@ MATRIX: list[tuple[str, str, str, dict[str, str], bool]] = [
     ("provider-admins", "admin:routing-rule.read", r("routing-rule", SYSTEM, "global-1"), {}, True),
     ("provider-admins", "admin:quota-override.delete", r("quota-override", SIBLING, "q1"), {}, False),
     ("provider-admins", "admin:quota-policy.create", r("quota-policy", TENANT), {}, False),
-    ("provider-admins", "admin:passthrough.update", r("passthrough", OWN, "p1"), {}, True),
+    ("provider-admins", "admin:passthrough.update", r("passthrough", OWN, "p1"), {}, False),  # installation-wide
     ("provider-admins", "admin:traffic.read", r("traffic", OWN, "e1"), {}, True),
     ("provider-admins", "admin:traffic.read-payload", r("traffic", OWN, "e1"), {}, False),
     ("provider-admins", "admin:user.create", r("user", OWN), {}, False),
@@ -105,7 +105,7 @@ MATRIX: list[tuple[str, str, str, dict[str, str], bool]] = [
     ("security-admins", "admin:group.update", r("group", SYSTEM, "g1"), {}, False),
     ("security-admins", "admin:policy.update", r("policy", SYSTEM, "p1"), {"name": "super-admins"}, False),
     ("security-admins", "admin:hook.create", r("hook", OWN), {}, True),
-    ("security-admins", "admin:kill-switch.update", r("kill-switch", OWN, "ks"), {}, True),
+    ("security-admins", "admin:kill-switch.update", r("kill-switch", OWN, "ks"), {}, False),  # super-admins only
     ("security-admins", "admin:kill-switch.update", r("kill-switch", SYSTEM, "ks"), {}, False),
     ("security-admins", "admin:traffic.read-payload", r("traffic", CHILD, "e1"), {}, True),
     ("security-admins", "admin:traffic.read-payload", r("traffic", TENANT, "e1"), {}, False),
@@ -201,6 +201,8 @@ def test_every_catalogued_action_is_granted_to_someone_below_super_admins() -> N
     # Each action is usable by at least one least-privilege group in its own subtree or the system
     # scope, except those reserved to super-admins by design (see the seed module docstring).
     reserved = {f"admin:{r}.{v}" for r in ("organization", "project", "job") for v in ("create", "update", "delete")}
+    # Installation-wide switches that turn inspection off for everyone.
+    reserved |= {f"admin:{r}.{v}" for r in ("passthrough", "kill-switch") for v in ("create", "update", "delete")}
     groups = [seeded(g) for g in SEEDED_GROUPS if g != "super-admins"]
     for action in all_actions():
         resource = action.split(":")[1].split(".")[0]

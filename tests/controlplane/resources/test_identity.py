@@ -178,6 +178,21 @@ def test_admin_password_reset_unlock_and_totp_reset(cp: ControlPlane) -> None:
                (user_id,)) == (None, None, None)
 
 
+def test_security_admin_cannot_take_over_privileged_accounts(cp: ControlPlane) -> None:
+    admin = cp.client("security-admins")
+    _, super_id = cp.add_user("super-admins")
+    _, dev_id = cp.add_user("developers")
+    for user_id, allowed in ((super_id, False), (dev_id, True)):
+        reset = admin.post(f"/api/admin/users/{user_id}/password", json={"password": NEW_PASSWORD})
+        renamed = admin.patch(f"/api/admin/users/{user_id}", json={"display_name": "taken over"})
+        assert (reset.status_code, renamed.status_code) == ((200, 200) if allowed else (403, 403)), reset.text
+        # A privileged user cannot be made unprivileged by an attribute either: the tag is computed.
+    planted = admin.patch(f"/api/admin/users/{super_id}", json={"attributes": {"privileged": "false"}})
+    assert planted.status_code == 403
+    assert admin.get(f"/api/admin/users/{super_id}").status_code == 200
+    assert cp.client("super-admins").post(f"/api/admin/users/{super_id}/unlock").status_code == 200
+
+
 # -- groups -------------------------------------------------------------------------------------
 
 def test_group_round_trip_and_managed_groups_are_read_only(cp: ControlPlane) -> None:

@@ -40,6 +40,11 @@ Conventions the admin API follows (the policies rely on them):
 - System-wide resources (empty scope, ``nrn:nexus:gateway::provider/<id>``) are installation-level:
   the provider catalogue, the compliance catalogue, global routing rules, quota policies and
   hooks, and the managed groups and policies.
+- Passthrough settings and the kill switch are installation-wide (their tables have no org): they
+  switch inspection off for everyone, so only super-admins hold them.
+- A user's ``nexus:ResourceTag/privileged`` is ``"true"`` when they belong to super-admins,
+  provider-admins or compliance-team (computed by the API, not an attribute anyone sets):
+  security-admins manage every other account of their subtree, never those.
 - ``nexus:ResourceTag/owner`` is the owning user's id: a virtual key's owner, the user whose
   usage is read. On ``admin:virtual-key.create`` it is the owner the new key *will* have, so a
   developer can only create keys for themselves.
@@ -117,7 +122,7 @@ _GROUPS: tuple[SeededGroup, ...] = (
                    [_system("gateway", "provider"), _system("gateway", "credential"), _system("gateway", "model"),
                     _own("gateway", "provider"), _own("gateway", "credential"), _own("gateway", "model")]),
             _allow("RoutingAndQuotas",
-                   ["admin:routing-rule.*", "admin:quota-policy.*", "admin:quota-override.*", "admin:passthrough.*"],
+                   ["admin:routing-rule.*", "admin:quota-policy.*", "admin:quota-override.*"],
                    [_own("gateway")]),
             _allow("KeyLimits", ["admin:virtual-key.update"], [_own("gateway", "virtual-key")]),
             _allow("ReadGlobalRouting",
@@ -135,9 +140,14 @@ _GROUPS: tuple[SeededGroup, ...] = (
         "IAM, hooks, kill switch, audit log and traffic with payloads in their org subtree.",
         {"Version": "2025-01-01", "Statement": [
             _allow("ManageIam",
-                   ["admin:user.*", "admin:group.*", "admin:policy.*", "admin:api-key.*",
-                    "admin:identity-provider.*", "admin:iam.simulate"],
+                   ["admin:group.*", "admin:policy.*", "admin:api-key.*", "admin:identity-provider.*",
+                    "admin:iam.simulate"],
                    [_own("iam")]),
+            # Not the accounts of super-admins, provider-admins or compliance-team members: resetting
+            # their password or second factor would hand out powers this group cannot grant.
+            _allow("ManageUsers", ["admin:user.*"], [_own("iam", "user")],
+                   {"StringNotEquals": {"nexus:ResourceTag/privileged": "true"}}),
+            _allow("ReadUsers", ["admin:user.read"], [_own("iam", "user")]),
             _allow("ReadManagedIam", ["admin:group.read", "admin:policy.read"],
                    [_system("iam", "group"), _system("iam", "policy")]),
             _allow("GrantManagedGroups", ["admin:group.update", "admin:policy.update"],
@@ -152,7 +162,6 @@ _GROUPS: tuple[SeededGroup, ...] = (
                     _own("compliance")]),
             _allow("AuditLog", ["admin:audit-log.read", "admin:audit-log.verify"],
                    [_own("platform", "audit-log")]),
-            _allow("KillSwitch", ["admin:kill-switch.*"], [_own("platform", "kill-switch")]),
             _allow("Alerts", ["admin:alert.*"], [_own("platform", "alert")]),
             _allow("Devices", ["admin:thing.*", "admin:enrollment-token.*"],
                    [_own("platform", "thing"), _own("platform", "enrollment-token")]),

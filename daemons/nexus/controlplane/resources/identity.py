@@ -178,7 +178,11 @@ class _Users(Resource):
 
 USERS = _Users(
     path="users", rtype="user", service="iam", table="app_user", read=User, create=UserCreate, update=UserUpdate,
-    tag=TAG, filters=("org_id", "status", "email"), tags_column="attributes", prepare=_user_columns,
+    tag=TAG, filters=("org_id", "status", "email"), prepare=_user_columns,
+    # ABAC tags: the user's attributes, plus "privileged" computed here so nobody can set it (iam/seed.py).
+    tags_column=("attributes || jsonb_build_object('privileged', (EXISTS (SELECT 1 FROM iam_group_member m "
+                 "JOIN iam_group g ON g.id = m.group_id WHERE m.user_id = t.id AND g.org_id IS NULL "
+                 "AND g.name IN ('super-admins', 'provider-admins', 'compliance-team')))::text)"),
     expressions={"has_password": "t.password_hash IS NOT NULL", "mfa_enabled": "t.totp_enabled_at IS NOT NULL"},
 )
 
