@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import attrs
 from attrs import validators as v
 
-from nexus.controlplane.auth.settings import AuthSettings
+from nexus.config.signin import AuthSettings
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 

@@ -94,6 +94,18 @@ async def scope_path(call: Call, requested: str | None) -> str:
 
 
 @attrs.frozen
+class Condition:
+    """A list filter: query parameter of ``type`` applied as ``sql`` (one ``%s`` placeholder)."""
+
+    type: Any
+    sql: str
+    description: str
+
+
+ScopeOf = Callable[[Call], Awaitable[uuid.UUID | None]]
+
+
+@attrs.frozen
 class Resource:
     path: str
     rtype: str
@@ -113,6 +125,17 @@ class Resource:
     expressions: Mapping[str, str] = attrs.field(factory=dict)
     prepare: Prepare | None = None
     noun: str = ""
+    # Where the row's organization comes from when it is not ``t.org_id`` (a quota policy's scope, …).
+    scope_sql: str = "t.org_id"
+    # A derived table read instead of ``table`` (a parenthesised SELECT), e.g. one that gives each row
+    # the org it belongs to; writes still go to ``table``.
+    source: str = ""
+    # List filters that are conditions rather than column equality (``revoked=true``).
+    conditions: Mapping[str, Condition] = attrs.field(factory=dict)
+    # The org a new row will be in, when the body's ``org_id`` does not say it.
+    new_scope: ScopeOf | None = None
+    # IAM tags of a list request (a developer listing ``owner_user_id=<self>`` asks about keys they own).
+    collection_tags: Callable[[Any], Mapping[str, str]] | None = None
 
     @property
     def label(self) -> str:
@@ -129,16 +152,16 @@ class Resource:
             expr = self.expressions.get(attribute.name)
             columns.append(sql.SQL(expr) + sql.SQL(" AS ") + sql.Identifier(attribute.name) if expr
                            else sql.SQL("t.") + sql.Identifier(attribute.name))
-        org_expr = {"column": "o.path", "self": "t.path", "none": "NULL::text"}[self.org]
-        extra = [sql.SQL(f"{org_expr} AS _org_path"),
-                 sql.SQL("t.org_id AS _org_id" if self.org == "column" else
-                         ("t.id AS _org_id" if self.org == "self" else "NULL::uuid AS _org_id")),
+        org_path_expr, org_id_expr = {"column": ("o.path", "o.id"), "self": ("t.path", "t.id"),
+                                      "none": ("NULL::text", "NULL::uuid")}[self.org]
+        extra = [sql.SQL(f"{org_path_expr} AS _org_path, {org_id_expr} AS _org_id"),
                  sql.SQL(f"t.{self.tags_column} AS _tags" if self.tags_column else "NULL::jsonb AS _tags"),
                  sql.SQL(f"t.{self.owner_column}::text AS _owner" if self.owner_column else "NULL::text AS _owner"),
                  sql.SQL(f"t.{self.order} AS _order")]
-        join = sql.SQL(" LEFT JOIN organization o ON o.id = t.org_id" if self.org == "column" else "")
-        return (sql.SQL("SELECT ") + sql.SQL(", ").join(columns + extra) + sql.SQL(" FROM ")
-                + sql.Identifier(self.table) + sql.SQL(" t") + join)
+        source = sql.SQL(self.source) if self.source else sql.Identifier(self.table)
+        join = sql.SQL(f" LEFT JOIN organization o ON o.id = {self.scope_sql}" if self.org == "column" else "")
+        return (sql.SQL("SELECT ") + sql.SQL(", ").join(columns + extra) + sql.SQL(" FROM ") + source
+                + sql.SQL(" t") + join)
 
     def _org_filter(self) -> str:
         return {"column": "o.path", "self": "t.path", "none": ""}[self.org]
@@ -163,6 +186,12 @@ class Resource:
 
     # -- locators ---------------------------------------------------------------------------
     async def locate_collection(self, call: Call) -> Target:
+        target = await self._collection(call)
+        if self.collection_tags is not None and call.query is not None:
+            target = attrs.evolve(target, tags=dict(self.collection_tags(call.query)))
+        return target
+
+    async def _collection(self, call: Call) -> Target:
         if self.org == "none":
             return Target(nrn=nrn(self.service, None, self.rtype))
         requested = call.query.org if isinstance(call.query, ListQuery) else None
@@ -174,7 +203,10 @@ class Resource:
     async def locate_new(self, call: Call) -> Target:
         if self.org == "none":
             return Target(nrn=nrn(self.service, None, self.rtype))
-        org_id = getattr(call.body, "org_id", None) if self.org == "column" else getattr(call.body, "parent_id", None)
+        if self.new_scope is not None:
+            org_id = await self.new_scope(call)
+        else:
+            org_id = getattr(call.body, "org_id" if self.org == "column" else "parent_id", None)
         if org_id is None:  # a new root org, or a row with no org: the global scope
             return Target(nrn=nrn(self.service, None, self.rtype))
         return Target(nrn=nrn(self.service, await org_path(call, org_id), self.rtype), org_id=org_id)
@@ -192,12 +224,17 @@ class Resource:
         if org_column and scope.startswith("org/"):
             path = scope[4:]
             where.append(sql.SQL(f"({org_column} = %s OR {org_column} LIKE %s" +
-                                 (" OR t.org_id IS NULL)" if self.org == "column" else ")")))
+                                 (f" OR {self.scope_sql} IS NULL)" if self.org == "column" else ")")))
             args += [path, path.replace("%", r"\%").replace("_", r"\_") + "/%"]
         for name in self.filters:
             value = getattr(q, name, None)
             if value is not None:
                 where.append(sql.SQL("t.") + sql.Identifier(name) + sql.SQL(" = %s"))
+                args.append(value)
+        for name, condition in self.conditions.items():
+            value = getattr(q, name, None)
+            if value is not None:
+                where.append(sql.SQL(condition.sql))
                 args.append(value)
         if q.cursor:
             order_value, rid = decode_cursor(q.cursor)
@@ -254,12 +291,15 @@ class Resource:
 
     # -- operations -------------------------------------------------------------------------
     def list_query(self) -> type:
-        if not self.filters:
+        if not self.filters and not self.conditions:
             return ListQuery
         read_fields = {a.name: a for a in attrs.fields(attrs.resolve_types(self.read))}
         extra = {name: attrs.field(default=None, type=read_fields[name].type | None,
                                    metadata={"schema": {"description": f"only rows with this {name}"}})
                  for name in self.filters}
+        extra.update({name: attrs.field(default=None, type=c.type | None,
+                                        metadata={"schema": {"description": c.description}})
+                      for name, c in self.conditions.items()})
         return attrs.make_class(f"{self.read.__name__}ListQuery", extra, bases=(ListQuery,), frozen=True)
 
     def operations(self) -> list[Operation]:

@@ -27,7 +27,6 @@ from nexus.controlplane.api.crud import operations as crud_operations
 from nexus.controlplane.api.errors import ApiError, invalid
 from nexus.controlplane.api.operation import Call, Operation, Reply, Target, nrn
 from nexus.controlplane.api.schema import field
-from nexus.controlplane.resources.sourced import SourcedResource
 from nexus.policy.config import Exemption, HookConfig, PolicyConfigError, from_row
 from nexus.policy.hooks.base import BuildEnv
 
@@ -233,7 +232,7 @@ async def _owner_org(call: Call, table: str, rid: uuid.UUID, name: str) -> uuid.
     return uuid.UUID(str(row[0]))
 
 
-HOOKS = SourcedResource(
+HOOKS = Resource(
     path="hooks", rtype="hook", service="compliance", table="hook_config", read=Hook, create=HookCreate,
     update=HookUpdate, tag=TAG, signal="hook_config", filters=("implementation", "stage", "scope_kind", "enabled"),
     expressions={"org_id": "t.scope_org_id"}, prepare=prepare_hook, source=_HOOK_SOURCE,

@@ -19,19 +19,11 @@ from typing import Any, Literal
 import attrs
 from psycopg.types.json import Jsonb
 
-from nexus.controlplane.api.crud import org_path
+from nexus.controlplane.api.crud import Resource, org_path
 from nexus.controlplane.api.errors import ApiError
 from nexus.controlplane.api.operation import Call, Operation, Reply, Target, nrn
 from nexus.controlplane.api.schema import field
-from nexus.controlplane.resources.gateway_common import (
-    INT4_MAX,
-    INT8_MAX,
-    Condition,
-    GatewayResource,
-    actor,
-    invalid,
-    now,
-)
+from nexus.controlplane.resources.gateway_common import INT4_MAX, INT8_MAX, Condition, actor, invalid, now
 from nexus.crypto import vkeys
 
 TAG = "virtual-keys"
@@ -128,7 +120,7 @@ def _list_tags(query: Any) -> dict[str, str]:
     return {"owner": str(owner)} if owner is not None else {}
 
 
-VIRTUAL_KEYS = GatewayResource(
+VIRTUAL_KEYS = Resource(
     path="virtual-keys", rtype="virtual-key", service="gateway", table="virtual_key", read=VirtualKey, tag=TAG,
     update=VirtualKeyUpdate, signal=SIGNAL, filters=("org_id", "project_id", "kind", "owner_user_id"),
     owner_column="owner_user_id", expressions={"revoked": "t.revoked_at IS NOT NULL"},

@@ -19,11 +19,12 @@ import attrs
 from psycopg.types.json import Jsonb
 
 from nexus.controlplane.api import schema
+from nexus.controlplane.api.crud import Resource
 from nexus.controlplane.api.errors import ApiError
 from nexus.controlplane.api.operation import Call, Operation, Reply, Target, nrn
 from nexus.controlplane.api.schema import field
 from nexus.controlplane.resources.gateway_catalog import Adapter
-from nexus.controlplane.resources.gateway_common import Condition, GatewayResource, actor, invalid, merged
+from nexus.controlplane.resources.gateway_common import Condition, actor, invalid, merged
 from nexus.policy.config import MAX_PASSTHROUGH, KillSwitch, PassthroughSetting, from_row
 
 TAG = "passthrough"
@@ -137,7 +138,7 @@ async def _prepare(call: Call, values: dict[str, Any]) -> dict[str, Any]:
     return {**values, "created_by": actor(call)}
 
 
-PASSTHROUGH = GatewayResource(
+PASSTHROUGH = Resource(
     path="passthrough", rtype="passthrough", service="gateway", table="passthrough_setting", read=Passthrough,
     tag=TAG, create=PassthroughCreate, update=PassthroughUpdate, signal="passthrough", org="none",
     filters=("tier", "provider_adapter", "provider_id"),

@@ -21,10 +21,11 @@ import cattrs
 from cattrs.v import format_exception
 
 from nexus.controlplane.api import schema
+from nexus.controlplane.api.crud import Resource
 from nexus.controlplane.api.errors import ApiError
 from nexus.controlplane.api.operation import Call, Operation
 from nexus.controlplane.api.schema import field
-from nexus.controlplane.resources.gateway_common import INT8_MAX, GatewayResource, actor, invalid, merged, now
+from nexus.controlplane.resources.gateway_common import INT8_MAX, actor, invalid, merged, now
 from nexus.gateway.quota.policy import override_from_row, policy_from_row
 
 TAG = "quotas"
@@ -276,7 +277,7 @@ async def _policy_scope(call: Call) -> uuid.UUID | None:
     return scope
 
 
-QUOTA_POLICIES = GatewayResource(
+QUOTA_POLICIES = Resource(
     path="quota-policies", rtype="quota-policy", service="gateway", table="quota_policy", read=QuotaPolicy, tag=TAG,
     create=QuotaPolicyCreate, update=QuotaPolicyUpdate, signal="quota_policy", scope_sql="t.scope_org_id",
     filters=("scope_org_id", "axis", "unit", "enabled"), new_scope=_policy_scope, prepare=_prepare_policy,
@@ -337,7 +338,7 @@ async def _override_scope(call: Call) -> uuid.UUID | None:
     return scope
 
 
-QUOTA_OVERRIDES = GatewayResource(
+QUOTA_OVERRIDES = Resource(
     path="quota-overrides", rtype="quota-override", service="gateway", table="quota_override", read=QuotaOverride,
     tag=TAG, create=QuotaOverrideCreate, update=QuotaOverrideUpdate, signal="quota_override",
     scope_sql="(SELECT p.scope_org_id FROM quota_policy p WHERE p.id = t.quota_policy_id)",

@@ -20,11 +20,11 @@ from typing import Any, Literal
 import attrs
 
 from nexus.controlplane.api import schema
-from nexus.controlplane.api.crud import org_path
+from nexus.controlplane.api.crud import Resource, org_path
 from nexus.controlplane.api.errors import ApiError
 from nexus.controlplane.api.operation import Call, Operation, Reply, Target, nrn
 from nexus.controlplane.api.schema import field
-from nexus.controlplane.resources.gateway_common import INT4_MAX, GatewayResource, actor, invalid, merged
+from nexus.controlplane.resources.gateway_common import INT4_MAX, actor, invalid, merged
 from nexus.gateway import catalog
 from nexus.gateway.routing.health import CircuitState
 from nexus.gateway.routing.planner import Router
@@ -126,7 +126,7 @@ async def _prepare_rule(call: Call, values: dict[str, Any]) -> dict[str, Any]:
     return {**values, "created_by": actor(call)}
 
 
-ROUTING_RULES = GatewayResource(
+ROUTING_RULES = Resource(
     path="routing-rules", rtype="routing-rule", service="gateway", table="routing_rule", read=RoutingRule, tag=TAG,
     create=RoutingRuleCreate, update=RoutingRuleUpdate, signal=SIGNAL, filters=("org_id", "stage", "enabled"),
     prepare=_prepare_rule, noun="routing rule",

@@ -27,7 +27,7 @@ from nexus.controlplane.api.crud import Resource
 from nexus.controlplane.api.errors import ApiError, invalid
 from nexus.controlplane.api.operation import Call, Operation, Reply
 from nexus.controlplane.api.schema import field
-from nexus.controlplane.resources.sourced import SourcedResource, hide_system_rows
+from nexus.controlplane.resources.sourced import hide_system_rows
 
 TAG = "nodes"
 ThingType = Literal["hub", "control-plane", "gateway", "proxy", "agent"]
@@ -96,12 +96,12 @@ class ThingUpdate:
 # The hub and the gateways are things without an org: org callers list only their org's things.
 _THING_SOURCE = hide_system_rows("thing", (a.name for a in attrs.fields(Thing) if a.name != "drift"))
 _EXPRESSIONS = {"drift": "t.desired_ver > t.reported_ver", "org_id": "t.own_org_id"}
-THINGS = SourcedResource(
+THINGS = Resource(
     path="things", rtype="thing", service="platform", table="thing", read=ThingSummary, tag=TAG,
     filters=("type", "status"), expressions=_EXPRESSIONS, source=_THING_SOURCE,
 )
 # The same rows with their shadows, for get / update / delete (and so for the audit log's before).
-THING = SourcedResource(
+THING = Resource(
     path="things", rtype="thing", service="platform", table="thing", read=Thing, tag=TAG, expressions=_EXPRESSIONS,
     source=_THING_SOURCE,
 )

@@ -19,7 +19,7 @@ import attrs
 from psycopg import sql
 
 from nexus.controlplane.api import schema
-from nexus.controlplane.api.crud import scope_path
+from nexus.controlplane.api.crud import Resource, scope_path
 from nexus.controlplane.api.errors import ApiError, invalid, not_found
 from nexus.controlplane.api.operation import Call, Operation, Reply, Target, nrn
 from nexus.controlplane.api.schema import field
@@ -36,7 +36,7 @@ from nexus.controlplane.resources.observability_common import (
     window,
 )
 from nexus.controlplane.resources.observability_traffic import traffic_operations
-from nexus.controlplane.resources.sourced import SourcedResource, hide_system_rows
+from nexus.controlplane.resources.sourced import hide_system_rows
 
 # -- analytics --------------------------------------------------------------------------------
 
@@ -309,7 +309,7 @@ class Alert:
 
 
 # System alerts (partitions, DLQ, certificates) have no org: org callers list only their org's alerts.
-ALERTS = SourcedResource(
+ALERTS = Resource(
     path="alerts", rtype="alert", service="platform", table="alert", read=Alert, tag=TAG,
     filters=("status", "severity", "kind"), delete=False, order="first_seen_at",
     expressions={"org_id": "t.own_org_id"}, source=hide_system_rows("alert", (a.name for a in attrs.fields(Alert))),

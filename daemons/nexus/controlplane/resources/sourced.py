@@ -1,4 +1,4 @@
-"""``SourcedResource``: a table-backed resource read through a derived table that decides each row's org.
+"""Derived tables for ``crud.Resource.source``: a table-backed resource read so that each row gets its org.
 
 ``crud.Resource`` scopes a row by its own ``org_id`` column and lists rows without one (system-wide)
 in every org's list. Two cases need otherwise, and both are expressed as the derived table's
@@ -18,11 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import attrs
-from psycopg import sql
-
-from nexus.controlplane.api.crud import Resource
-
 NO_ORG = "00000000-0000-0000-0000-000000000000"
 
 
@@ -32,21 +27,3 @@ def hide_system_rows(table: str, columns: Iterable[str]) -> str:
     return f"(SELECT {listed}, x.org_id AS own_org_id, COALESCE(x.org_id, '{NO_ORG}'::uuid) AS org_id FROM {table} x)"
 
 
-@attrs.frozen
-class SourcedResource(Resource):
-    """A ``Resource`` whose reads select from ``source`` (a parenthesised SELECT with an ``org_id`` column)."""
-
-    source: str = ""
-
-    def _select(self) -> sql.Composable:
-        columns = []
-        for attribute in attrs.fields(attrs.resolve_types(self.read)):
-            expr = self.expressions.get(attribute.name)
-            columns.append(sql.SQL(expr) + sql.SQL(" AS ") + sql.Identifier(attribute.name) if expr
-                           else sql.SQL("t.") + sql.Identifier(attribute.name))
-        tags = f"t.{self.tags_column}" if self.tags_column else "NULL::jsonb"
-        owner = f"t.{self.owner_column}::text" if self.owner_column else "NULL::text"
-        extra = sql.SQL(f"o.path AS _org_path, o.id AS _org_id, {tags} AS _tags, {owner} AS _owner, "
-                        f"t.{self.order} AS _order")
-        return (sql.SQL("SELECT ") + sql.SQL(", ").join([*columns, extra]) + sql.SQL(" FROM ")
-                + sql.SQL(self.source) + sql.SQL(" t LEFT JOIN organization o ON o.id = t.org_id"))
