@@ -84,6 +84,8 @@ class ConfigWatcher:
             if kind == "virtual_key":
                 self.keys.invalidate(rid)
             elif kind in CATALOG_KINDS:
+                if kind == "organization":  # a suspended org's keys stop working with it
+                    self.keys.invalidate(None)
                 self._reload.set()
 
     async def _reloader(self) -> None:

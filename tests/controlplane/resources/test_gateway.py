@@ -161,6 +161,26 @@ def test_gateway_accepts_a_new_key_sees_new_models_and_refuses_a_revoked_key_wit
         time.sleep(0.02)
 
 
+def test_personal_keys_stop_with_their_owners_account(cp: ControlPlane, admin: httpx.Client, gateway: str) -> None:
+    email, user_id = cp.add_user("developers")
+    developer = httpx.Client(base_url=cp.url, headers={"authorization": f"Bearer {cp.login(email)}"}, timeout=30)
+    created = developer.post("/api/my/virtual-keys", json={"name": unique("mine")})
+    assert created.status_code == 201, created.text
+    auth = {"authorization": f"Bearer {created.json()['key']}"}
+    assert httpx.get(gateway + "/v1/models", headers=auth).status_code == 200
+
+    def status_within_a_second(expected: int) -> None:
+        deadline = time.monotonic() + 1.0
+        while httpx.get(gateway + "/v1/models", headers=auth).status_code != expected:
+            assert time.monotonic() < deadline, f"personal key not {expected} a second after the account change"
+            time.sleep(0.02)
+
+    assert admin.patch(f"/api/admin/users/{user_id}", json={"status": "disabled"}).status_code == 200
+    status_within_a_second(401)
+    assert admin.patch(f"/api/admin/users/{user_id}", json={"status": "active"}).status_code == 200
+    status_within_a_second(200)
+
+
 def test_virtual_key_shown_once_hash_matches_and_revocation_is_signalled(cp: ControlPlane, admin: httpx.Client
                                                                          ) -> None:
     created = admin.post("/api/admin/virtual-keys", json={

@@ -206,6 +206,9 @@ async def _update_user(call: Call) -> Reply:
     reply = await USERS.modify(call)
     if status == "disabled":
         await _revoke_sessions(call, rid, "user_disabled")
+    if status is not None:
+        # The user's personal keys live and die with the account (gateway/keys/store.py reads its status).
+        reply = attrs.evolve(reply, signal=("virtual_key", None))
     return reply
 
 

@@ -32,8 +32,11 @@ log = logging.getLogger("nexus.gateway.keys")
 
 _QUERY = (
     "SELECT k.id::text, k.name, k.kind, k.org_id::text, k.project_id::text, k.owner_user_id::text, k.allowed_models, "
-    "k.rpm, k.tpm, extract(epoch FROM k.expires_at)::float8, k.revoked_at IS NOT NULL, o.path "
-    "FROM virtual_key k JOIN organization o ON o.id = k.org_id WHERE k.key_hash = %s"
+    # A key dies with its owner's account (disabled) and with its org (suspended), not only when revoked.
+    "k.rpm, k.tpm, extract(epoch FROM k.expires_at)::float8, "
+    "k.revoked_at IS NOT NULL OR o.status <> 'active' OR coalesce(u.status <> 'active', false), o.path "
+    "FROM virtual_key k JOIN organization o ON o.id = k.org_id LEFT JOIN app_user u ON u.id = k.owner_user_id "
+    "WHERE k.key_hash = %s"
 )
 
 
