@@ -6,6 +6,7 @@ of the demo org who belongs to that seeded IAM group, so tests exercise the real
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,11 +86,9 @@ def cp_db_url(pg_server_url: str) -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(scope="session")
-def cp(cp_db_url: str, valkey_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
-       ) -> Iterator[ControlPlane]:
-    db_url = cp_db_url
-    root = tmp_path_factory.mktemp("control-plane")
+@contextlib.contextmanager
+def control_plane(db_url: str, valkey_url: str, nats_url: str, root: Path) -> Iterator[ControlPlane]:
+    """A seeded database's control plane daemon, stopped on exit."""
     secrets = root / "secrets"
     secretfiles.ensure(secrets)
     port = services.free_port()
@@ -104,3 +103,10 @@ def cp(cp_db_url: str, valkey_url: str, nats_url: str, tmp_path_factory: pytest.
         yield ControlPlane(url, db_url, nats_url, secrets, demo.org_id, demo.project_id, log)
     finally:
         stop(proc)
+
+
+@pytest.fixture(scope="session")
+def cp(cp_db_url: str, valkey_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
+       ) -> Iterator[ControlPlane]:
+    with control_plane(cp_db_url, valkey_url, nats_url, tmp_path_factory.mktemp("control-plane")) as plane:
+        yield plane
