@@ -15,11 +15,11 @@ import attrs
 import httpx
 import psycopg
 import pytest
+from tests.gateway.conftest import daemon_env, start_daemon, stop, wait_ready
 
 from nexus.crypto import passwords, secretfiles
 from nexus.devstack import seed, services
 from nexus.storage import migrate
-from tests.gateway.conftest import daemon_env, start_daemon, stop, wait_ready
 
 GROUPS = ("super-admins", "provider-admins", "security-admins", "compliance-team", "developers", "viewers")
 PASSWORD = "correct horse battery staple 42"

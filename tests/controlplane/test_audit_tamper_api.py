@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import psycopg
+from tests.controlplane.conftest import control_plane
 
 from nexus.storage import migrate
-from tests.controlplane.conftest import control_plane
 
 
 def test_verify_reports_a_modified_row(empty_db_url: str, valkey_url: str, nats_url: str, tmp_path: Path) -> None:

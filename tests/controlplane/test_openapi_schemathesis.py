@@ -15,10 +15,10 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from tests.controlplane.conftest import ControlPlane
 
 from nexus.controlplane.api.operation import Operation
 from nexus.controlplane.resources import all_operations
-from tests.controlplane.conftest import ControlPlane
 
 OPERATIONS = all_operations()
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

@@ -13,12 +13,12 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from tests.controlplane.conftest import ControlPlane
 
 from nexus.controlplane.api.operation import Operation
 from nexus.controlplane.auth import keys
 from nexus.controlplane.auth.tokens import issue_access_token
 from nexus.controlplane.resources import all_operations
-from tests.controlplane.conftest import ControlPlane
 
 OPERATIONS = all_operations()
 ADMIN_WRITES = [op for op in OPERATIONS if op.writes and op.action.startswith("admin:")]

@@ -11,7 +11,6 @@ import uuid
 
 import httpx
 import psycopg
-
 from tests.controlplane.conftest import ControlPlane
 
 
