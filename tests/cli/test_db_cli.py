@@ -11,6 +11,8 @@ from pathlib import Path
 
 import psycopg
 
+MIGRATIONS = len(list((Path(__file__).resolve().parents[2] / "db" / "migrations").glob("[0-9]*.sql")))
+
 
 def nexus(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("NEXUS_")} | env
@@ -25,7 +27,7 @@ def test_migrate_creates_the_database_then_status_and_seed(pg_server_url: str, s
     try:
         first = nexus("db", "migrate", env=env)
         assert first.returncode == 0, first.stderr
-        assert "created database" in first.stdout and "applied 6 migration(s)" in first.stdout
+        assert "created database" in first.stdout and f"applied {MIGRATIONS} migration(s)" in first.stdout
         assert "traffic partition" in first.stdout
         assert "seeded rule packs: " in first.stdout
         with psycopg.connect(url) as conn:
@@ -37,7 +39,7 @@ def test_migrate_creates_the_database_then_status_and_seed(pg_server_url: str, s
         assert second.returncode == 0 and "up to date" in second.stdout and "seeded" not in second.stdout
         status = nexus("db", "status", env=env)
         assert status.returncode == 0
-        assert len(status.stdout.strip().splitlines()) == 6 and "pending" not in status.stdout
+        assert len(status.stdout.strip().splitlines()) == MIGRATIONS and "pending" not in status.stdout
         seeded = nexus("db", "seed-demo", "--json", env=env)
         assert seeded.returncode == 0, seeded.stderr
         data = json.loads(seeded.stdout)

@@ -19,6 +19,8 @@ import pytest
 
 from nexus.devstack import services
 
+MIGRATIONS = len(list((Path(__file__).resolve().parents[2] / "db" / "migrations").glob("[0-9]*.sql")))
+
 DAEMON_PORT_KEYS = ("MOCK_PROVIDER__LISTEN", "HUB__LISTEN", "CONTROL_PLANE__LISTEN", "GATEWAY__LISTEN",
                     "PROXY__ADMIN", "PROXY__LISTEN", "AGENT__LISTEN")
 
@@ -69,7 +71,7 @@ def test_dev_up_with_the_machines_storage(tmp_path: Path, pg_server_url: str, va
     state = tmp_path / "state"
     proc, banner = _run_until_banner(state, env)
     try:
-        assert ("using postgres" in banner and "migrations: 6 applied" in banner) or "applied" in banner
+        assert ("using postgres" in banner and f"migrations: {MIGRATIONS} applied" in banner) or "applied" in banner
         assert re.search(r"Admin login:\s+admin@nexus.local / \S+", banner)
         curl = _curl_from(banner)
         assert curl[0] == "curl"
@@ -87,7 +89,7 @@ def test_dev_up_with_the_machines_storage(tmp_path: Path, pg_server_url: str, va
     proc, again = _run_until_banner(state, _env(NEXUS_DATABASE_URL=db, NEXUS_VALKEY_URL=valkey_url,
                                                 NEXUS_NATS_URL=nats_url))
     try:
-        assert "migrations: 6 applied" in again  # the database was dropped above, so it is rebuilt
+        assert f"migrations: {MIGRATIONS} applied" in again  # the database was dropped above, so it is rebuilt
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0

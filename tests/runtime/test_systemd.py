@@ -44,7 +44,7 @@ def test_gateway_ready_serves_inherited_socket_and_stops_cleanly(
     assert httpx.get(f"{base}/healthz").status_code == 200
     ready = httpx.get(f"{base}/readyz")
     assert ready.status_code == 200
-    assert set(ready.json()["dependencies"]) == {"postgres", "valkey", "nats", "config"}
+    assert set(ready.json()["dependencies"]) == {"postgres", "valkey", "nats", "config", "quota"}
     assert "nexus_build_info" in httpx.get(f"{base}/metrics").text
     d.wait_for("WATCHDOG=1", 5)
     d.proc.send_signal(signal.SIGTERM)
