@@ -1,13 +1,15 @@
 """Ingest rate of the audit writer (JetStream → PostgreSQL) with 2 KiB bodies.  Not a test.
 
     .venv/bin/python bench/audit_writer.py [--events 100000] [--body 2048] [--response 512] [--runs 3]
+                                           [--concurrency N]
 
 Uses the PostgreSQL and NATS of ``NEXUS_DATABASE_URL`` / ``NEXUS_NATS_URL``
 (default: loopback).  Each run: a fresh migrated database with today's
 partitions, a JetStream stream of its own, ``--events`` traffic events published
 through the emitter first (a request body of ``--body`` random bytes and a
-response body of ``--response`` bytes each), then one ``AuditWriter`` started and
-timed until the last event is committed.  Prints one line per run, the median,
+response body of ``--response`` bytes each), then one ``AuditWriter`` (with
+``writer_concurrency`` workers: the config default unless ``--concurrency``, each on
+a pool connection of its own) started and timed until the last event is committed.  Prints one line per run, the median,
 and a JSON summary on the last line.  Target (audit.md): ≥ 20,000 events/s with
 2 KiB bodies on a 2-core box.
 
@@ -22,6 +24,7 @@ core; PostgreSQL and NATS the rest).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -31,6 +34,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import attrs
 import psycopg
 import trio
 
@@ -103,14 +107,18 @@ def _backend_pids(db_url: str) -> list[int]:
     return [pid for (pid,) in rows]
 
 
-async def one_run(db_url: str, events: int, body: int, response: int) -> dict[str, float]:
+async def one_run(db_url: str, events: int, body: int, response: int, concurrency: int = 0) -> dict[str, float]:
     token = uuid.uuid4().hex[:8]
     stream = EventStream(name=f"BENCH_{token}", prefix=f"bench.{token}")
     with tempfile.TemporaryDirectory() as tmp:
         config = AuditConfig(spill_dir=f"{tmp}/spill", spool_dir=f"{tmp}/spool",
                              queue_max_bytes=1 << 30, writer_ack_wait=60.0)
+        if concurrency:
+            config = attrs.evolve(config, writer_concurrency=concurrency)
+        workers = config.writer_concurrency
         nats = NatsClient(NATS, name="bench-audit")
-        pool = PgPool(db_url, max_size=2)
+        # One connection per worker, as the hub's pool (pg_pool_size 10) gives them.
+        pool = PgPool(db_url, max_size=workers)
         async with trio.open_nursery() as nursery:
             await nursery.start(nats.run)
             await nursery.start(pool.run)
@@ -131,8 +139,9 @@ async def one_run(db_url: str, events: int, body: int, response: int) -> dict[st
 
             writer = AuditWriter(pool, nats, config, stream=stream, durable="bench")
             # Open the writer's connections first, so their backends can be measured from the start.
-            async with pool.connection(), pool.connection():
-                pass
+            async with contextlib.AsyncExitStack() as opened:
+                for _ in range(workers):
+                    await opened.enter_async_context(pool.connection())
             pids = await trio.to_thread.run_sync(_backend_pids, db_url)
             pg_before = sum(map(_cpu_seconds, pids))
             nats_pids = _nats_pids()
@@ -154,6 +163,7 @@ async def one_run(db_url: str, events: int, body: int, response: int) -> dict[st
     # Python is one thread; PostgreSQL and NATS spread over whatever the two cores have left.
     projected = min(1e6 / py_us, 2e6 / (py_us + pg_us + nats_us))
     return {"publish_per_s": events / publish_s, "write_per_s": events / write_s, "batches": writer.batches,
+            "workers": workers,
             "python_us": py_us, "postgres_us": pg_us, "nats_us": nats_us, "projected_per_s": projected}
 
 
@@ -163,6 +173,8 @@ def main() -> None:
     parser.add_argument("--body", type=int, default=2048, help="request body bytes")
     parser.add_argument("--response", type=int, default=512, help="response body bytes")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=0,
+                        help="writer_concurrency (default: the config default)")
     args = parser.parse_args()
     results = []
     for run in range(args.runs):
@@ -172,12 +184,13 @@ def main() -> None:
         try:
             migrate.migrate(db_url, log=lambda _line: None)
             prepare_partitions(db_url)
-            result = trio.run(one_run, db_url, args.events, args.body, args.response)
+            result = trio.run(one_run, db_url, args.events, args.body, args.response, args.concurrency)
         finally:
             with psycopg.connect(with_db(PG, "postgres"), autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         results.append(result)
-        print(f"run {run + 1}: writer {result['write_per_s']:,.0f} events/s ({result['batches']:.0f} batches);"
+        print(f"run {run + 1}: writer {result['write_per_s']:,.0f} events/s ({result['batches']:.0f} batches,"
+              f" {result['workers']:.0f} workers);"
               f" CPU per event: python {result['python_us']:.1f} µs, postgres {result['postgres_us']:.1f} µs,"
               f" nats-server {result['nats_us']:.1f} µs"
               f" -> {result['projected_per_s']:,.0f} events/s on two idle cores;"
@@ -189,6 +202,7 @@ def main() -> None:
           f" emitter {publish:,.0f} events/s ({args.body} B request + {args.response} B response bodies,"
           " target writer >= 20,000/s)")
     print(json.dumps({"bench": "audit_writer", "events": args.events, "body": args.body, "response": args.response,
+                      "workers": results[0]["workers"],
                       "writer_events_per_s": round(write), "writer_projected_per_s": round(projected),
                       "emitter_events_per_s": round(publish)}))
 

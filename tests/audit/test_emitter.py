@@ -44,7 +44,7 @@ async def test_events_reach_the_stream_in_order_with_their_id_as_msg_id(
     assert [m.headers and m.headers["Nats-Msg-Id"] for m in msgs] == [str(e.event_id) for e in events]
     assert decode(msgs[7].data) == events[7]
     assert {m.subject for m in msgs} == {stream.subject("ai-traffic")}
-    assert em.dropped == 0 and em.spooled == 0 and em.held_bytes == 0
+    assert em.lost == 0 and em.spooled == 0 and em.held_bytes == 0
     await em.aclose()
 
 
@@ -112,7 +112,7 @@ async def test_nats_outage_spools_then_replays_in_order_and_every_event_lands_on
     await eventually(lambda: len(stored_ids(db_url, ids)) >= len(ids), seconds=15, what="all stored")
     stored = stored_ids(db_url, ids)
     assert sorted(stored) == sorted(ids)
-    assert em.dropped == 0
+    assert em.lost == 0
 
 
 async def test_queue_overflow_in_spill_mode_goes_to_the_spool_without_waiting(
@@ -127,24 +127,37 @@ async def test_queue_overflow_in_spill_mode_goes_to_the_spool_without_waiting(
     events = [make_event(org_id, i) for i in range(200)]
     for event in events:
         em.emit(event)  # synchronous: returns whatever the state of NATS
-    assert em.held_bytes <= 64 * 1024 and em.spooled >= 150 and em.dropped == 0
+    assert em.held_bytes <= 64 * 1024 and em.spooled >= 150 and em.lost == 0
     await trio.to_thread.run_sync(private_nats.start)
     await eventually(lambda: em.spool_bytes == 0 and em.queued == 0, what="drained")
     msgs = await drain_stream(JetStream(nats), stream, "check", 200)
     assert sorted(m.headers["Nats-Msg-Id"] for m in msgs if m.headers) == sorted(str(e.event_id) for e in events)
 
 
-async def test_block_mode_makes_callers_wait_and_loses_nothing(
+def lost(reason: str) -> float:
+    return REGISTRY.get_sample_value("nexus_audit_events_lost_total", {"reason": reason}) or 0.0
+
+
+async def test_block_mode_answers_once_durable_then_holds_and_makes_callers_wait(
     private_nats: PrivateNats, audit_config: AuditConfig, org_id: str, nursery: trio.Nursery,
 ) -> None:
     stream = private_stream()
     nats = await start_nats(nursery, private_nats.url)
     assert await nats.wait_ready(5)
-    config = attrs.evolve(audit_config, loss_mode="block", queue_max_bytes=64 * 1024)
+    config = attrs.evolve(audit_config, loss_mode="block", queue_max_bytes=64 * 1024, spool_max_bytes=64 * 1024)
     em = Emitter(nats, config, stream=stream)
     await nursery.start(em.run)
+    # NATS up: emit_wait returns once JetStream acknowledged the event.
+    first = make_event(org_id, 0)
+    await em.emit_wait(first)
+    assert em.published == 1
     await trio.to_thread.run_sync(private_nats.stop)
-    events = [make_event(org_id, i) for i in range(200)]
+    # NATS down, spool not full: it returns once the event is in the spool and fsync'd.
+    second = make_event(org_id, 1)
+    with trio.fail_after(5):
+        await em.emit_wait(second)
+    assert em.spooled == 1 and files_in(config.spool_dir, "*.spool")
+    events = [make_event(org_id, i) for i in range(2, 202)]
     finished = 0
 
     async def caller(mine: list[TrafficEvent]) -> None:
@@ -154,19 +167,54 @@ async def test_block_mode_makes_callers_wait_and_loses_nothing(
         finished += 1
 
     async with trio.open_nursery() as callers:
-        for k in range(20):
-            callers.start_soon(caller, events[k::20])
-        await trio.sleep(1.0)
-        assert finished < 20
-        assert em.held_bytes <= 64 * 1024 and em.dropped == 0 and em.spooled == 0
+        # Each caller waits for its event, so it takes more callers than the queue holds events to fill it.
+        for k in range(50):
+            callers.start_soon(caller, events[k::50])
+        await trio.sleep(1.5)
+        # The spool (64 KiB) and the queue (64 KiB) are full: callers wait, nothing is lost.
+        assert finished < 50
+        assert 20 <= em.spooled < 40 and em.queued > 10
+        assert em.spool_bytes <= 64 * 1024 and em.held_bytes <= 64 * 1024 and em.lost == 0
         with pytest.raises(QueueFull):
             em.emit(make_event(org_id))
         await trio.to_thread.run_sync(private_nats.start)
-    assert finished == 20
-    await eventually(lambda: em.published == 200, what="all published")
-    msgs = await drain_stream(JetStream(nats), stream, "check", 200)
-    assert sorted(m.headers["Nats-Msg-Id"] for m in msgs if m.headers) == sorted(str(e.event_id) for e in events)
-    assert files_in(config.spool_dir, "*.spool") == []
+    assert finished == 50
+    await eventually(lambda: em.spool_bytes == 0 and em.queued == 0, what="all published")
+    msgs = await drain_stream(JetStream(nats), stream, "check", 202)
+    ids = [m.headers["Nats-Msg-Id"] for m in msgs if m.headers]
+    assert sorted(ids) == sorted(str(e.event_id) for e in [first, second, *events])
+    assert em.lost == 0 and files_in(config.spool_dir, "*.spool") == []
+
+
+async def test_spill_mode_keeps_the_oldest_when_spool_and_queue_are_full_and_counts_the_rest(
+    private_nats: PrivateNats, audit_config: AuditConfig, org_id: str, nursery: trio.Nursery,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stream = private_stream()
+    nats = await start_nats(nursery, private_nats.url)
+    assert await nats.wait_ready(5)
+    config = attrs.evolve(audit_config, queue_max_bytes=64 * 1024, spool_max_bytes=128 * 1024)
+    em = Emitter(nats, config, stream=stream)
+    await nursery.start(em.run)
+    await trio.to_thread.run_sync(private_nats.stop)
+    before = lost("spool_full")
+    events = [make_event(org_id, i) for i in range(300)]
+    for k in range(0, 300, 10):
+        for event in events[k : k + 10]:
+            em.emit(event)  # never waits, whatever happens
+        await trio.sleep(0.03)
+    await trio.sleep(0.5)
+    kept = em.accepted
+    # ~128 KiB of 2 KiB events in the spool, ~64 KiB in memory behind it; the newest are lost, every one counted.
+    assert 60 < kept < 120 and em.spooled < kept
+    assert em.lost == 300 - kept and lost("spool_full") - before == 300 - kept
+    assert any("audit events lost" in r.message and "spool_full" in r.message and r.levelname == "ERROR"
+               for r in caplog.records)
+    await trio.to_thread.run_sync(private_nats.start)
+    await eventually(lambda: em.published + em.replayed == kept and em.spool_bytes == 0, what="replayed")
+    msgs = await drain_stream(JetStream(nats), stream, "check", kept)
+    # The record of the outage is whole from its start: the oldest events, in order.
+    assert [m.headers and m.headers["Nats-Msg-Id"] for m in msgs] == [str(e.event_id) for e in events[:kept]]
 
 
 async def test_drop_mode_counts_what_it_drops(
@@ -179,17 +227,14 @@ async def test_drop_mode_counts_what_it_drops(
     em = Emitter(nats, config, stream=stream)
     await nursery.start(em.run)
     await trio.to_thread.run_sync(private_nats.stop)
-    def overflow_drops() -> float:
-        return REGISTRY.get_sample_value("nexus_audit_events_dropped_total", {"reason": "overflow"}) or 0.0
-
-    before = overflow_drops()
+    before = lost("overflow")
     events = [make_event(org_id, i) for i in range(100)]
     for event in events:
         em.emit(event)
     kept = em.accepted
     assert 10 < kept < 100
-    assert em.dropped == 100 - kept
-    assert overflow_drops() - before == 100 - kept
+    assert em.lost == 100 - kept
+    assert lost("overflow") - before == 100 - kept
     await trio.to_thread.run_sync(private_nats.start)
     await eventually(lambda: em.published == kept, what="the kept ones published")
     msgs = await drain_stream(JetStream(nats), stream, "check", kept)
@@ -221,7 +266,7 @@ async def test_shutdown_publishes_the_queue_or_spools_it_for_the_next_start(
         second.emit(event)
     with trio.fail_after(5):
         await second.aclose()  # NATS is down: even drop mode keeps a clean shutdown's events on disk
-    assert second.spooled == 10 and second.dropped == 0
+    assert second.spooled == 10 and second.lost == 0
     late = make_event(org_id, 999)
     second.emit(late)  # after run ended: straight to the spool
     assert second.spooled == 11

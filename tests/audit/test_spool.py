@@ -99,3 +99,32 @@ def test_records_larger_than_a_read_chunk(tmp_path: Path) -> None:
     spool.consume(cursor)
     got, cursor = spool.read(10)
     assert got == big[1:]
+
+
+def test_the_cap_refuses_what_does_not_fit_and_consuming_makes_room(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, file_max=64 * 1024, max_bytes=100 * 1024)
+    written = records(300, 1000)  # ~1 KiB each: about 100 fit
+    kept = spool.append(written)
+    assert 90 <= kept < 100
+    assert spool.disk_bytes <= 100 * 1024
+    assert spool.append(records(1, 1000, start=1000)) == 0
+    assert not spool.fits(1000)
+    # Draining the first segment deletes it: room for more, appended behind what is left.
+    got, cursor = spool.read(kept)
+    spool.consume(cursor)
+    assert got == written[:kept] and spool.empty and spool.disk_bytes == 0
+    assert spool.append(written[kept:]) == kept
+    got, _cursor = spool.read(1000)
+    assert got == written[kept : 2 * kept]
+
+
+def test_an_empty_spool_takes_one_record_larger_than_the_cap(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=64 * 1024)
+    big = SpoolRecord("s", "big", os.urandom(200 * 1024))
+    assert spool.fits(200 * 1024)
+    assert spool.append([big, SpoolRecord("s", "small", b"x")]) == 1
+    assert spool.append([SpoolRecord("s", "small", b"x")]) == 0
+    got, cursor = spool.read(10)
+    assert got == [big]
+    spool.consume(cursor)
+    assert spool.append([SpoolRecord("s", "small", b"x")]) == 1

@@ -200,3 +200,30 @@ def test_hard_match_mid_stream_ends_with_an_error_frame(stack: Stack, keys: dict
     last = body.strip().split("\n\n")[-1]
     assert '"error"' in last and "blocked by compliance policy" in last
     assert "[DONE]" not in body
+
+
+def test_a_disabled_rule_pack_stops_matching(stack: Stack, keys: dict[str, str]) -> None:
+    def answer() -> str:
+        reply = _client(stack, keys["answers"]).chat.completions.create(
+            model="mock-gpt", messages=[{"role": "user", "content": LEAK}])
+        return reply.choices[0].message.content or ""
+
+    def set_enabled(enabled: bool) -> None:
+        with psycopg.connect(stack.db_url) as conn:
+            conn.execute("INSERT INTO rule_pack (name, version, enabled) VALUES ('secret-leak', 'test', %s) "
+                         "ON CONFLICT (name) DO UPDATE SET enabled = EXCLUDED.enabled", (enabled,))
+        publish_signal(stack, "rule_pack")
+
+    assert SECRET not in answer()
+    set_enabled(False)
+    try:
+        deadline = time.monotonic() + 60  # a different rule set compiles anew
+        while SECRET not in answer():
+            assert time.monotonic() < deadline, "disabling the pack never took effect"
+            time.sleep(0.3)
+    finally:
+        set_enabled(True)
+    deadline = time.monotonic() + 60
+    while SECRET in answer():
+        assert time.monotonic() < deadline, "re-enabling the pack never took effect"
+        time.sleep(0.3)

@@ -445,7 +445,8 @@ def encode(event: TrafficEvent) -> bytes:
     bodies = [p.body for p in event.payloads if p.body is not None]
     if not bodies:
         return data
-    return b"\n".join((data, b"".join(bodies)))
+    # One join: the bodies are copied once, on the request's hot path.
+    return b"".join((data, b"\n", *bodies))
 
 
 def _split(data: bytes) -> tuple[dict[str, Any], memoryview]:

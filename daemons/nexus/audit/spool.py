@@ -11,6 +11,14 @@ all big-endian.  Records are read back in the order they were appended
 (:meth:`Spool.read` then :meth:`Spool.consume` once the batch is safely
 published), and a segment is deleted as soon as every record in it is consumed.
 
+Size cap: ``max_bytes`` bounds the records appended and not yet consumed
+(:attr:`Spool.pending_bytes`, framing included).  :meth:`Spool.append` writes
+records in order while they fit and returns how many it wrote; the caller
+decides what happens to the rest (the emitter's loss mode).  An empty spool
+always takes one record, so a record larger than the cap is never refused for
+ever.  On disk the spool takes at most ``max_bytes`` plus the consumed part of
+its head segment (under ``file_max``) plus one record.
+
 Crash safety: each append is one ``write`` to a file opened ``O_APPEND``, so a
 killed process leaves whole records (the page cache keeps them); a machine crash
 can leave a torn last record, which :meth:`Spool.open` finds by its length or
@@ -24,7 +32,8 @@ Not thread-safe: one thread calls every method (the emitter's Trio thread);
 only an fsync of a descriptor from :meth:`dup_for_sync` may run elsewhere.
 
 Error handling: :class:`SpoolError` for I/O failures (disk full, permissions);
-an append that fails leaves the segment as it was.  Pure of Trio.
+an append that fails leaves the segment as it was.  A full spool is no error:
+``append`` returns fewer records than it was given.  Pure of Trio.
 """
 
 from __future__ import annotations
@@ -50,6 +59,8 @@ _NAME = re.compile(r"([0-9]{12})\.spool")
 _READ_CHUNK = 1024 * 1024
 # A record this long is garbage (a torn length), not a message.
 _MAX_RECORD = 256 * 1024 * 1024
+# What ``fits`` allows for a record's subject and message id, which it is not told.
+_ID_ROOM = 128
 
 
 class SpoolError(Exception):
@@ -105,9 +116,11 @@ def _parse(buf: bytes | memoryview, at: int) -> tuple[SpoolRecord, int] | None:
 class Spool:
     """The segment files of one directory; see the module docstring."""
 
-    def __init__(self, directory: str | os.PathLike[str], *, file_max: int = 64 * 1024 * 1024) -> None:
+    def __init__(self, directory: str | os.PathLike[str], *, file_max: int = 64 * 1024 * 1024,
+                 max_bytes: int = 1024 * 1024 * 1024) -> None:
         self.directory = Path(directory)
         self.file_max = file_max
+        self.max_bytes = max_bytes
         self._sizes: dict[int, int] = {}  # segment -> bytes written, in order of seq
         self._head = SpoolCursor(0, 0)
         self._wfd: int | None = None
@@ -126,6 +139,16 @@ class Spool:
     @property
     def empty(self) -> bool:
         return self.pending_bytes == 0
+
+    @property
+    def disk_bytes(self) -> int:
+        """Bytes the segments take on disk (consumed records count until their segment goes)."""
+        return sum(self._sizes.values())
+
+    def fits(self, size: int) -> bool:
+        """Whether a record of ``size`` data bytes would be appended now."""
+        pending = self.pending_bytes
+        return pending == 0 or pending + _HEADER.size + _LENGTHS.size + size + _ID_ROOM <= self.max_bytes
 
     def open(self) -> None:
         """Find the segments left by an earlier run and cut a torn last record; no-op if open."""
@@ -171,11 +194,24 @@ class Spool:
     # ----------------------------------------------------------------------------- writing
 
     def append(self, records: Iterable[SpoolRecord]) -> int:
-        """Append records (no fsync); return the bytes written.  Opens the spool if needed."""
+        """Append records in order while they fit under ``max_bytes`` (no fsync); return how many.
+
+        Opens the spool if needed.  One ``write`` for all of them.
+        """
         self.open()
-        data = b"".join(_encode(r) for r in records)
-        if not data:
+        pending = self.pending_bytes
+        room = self.max_bytes - pending
+        pieces: list[bytes] = []
+        size = 0
+        for record in records:
+            piece = _encode(record)
+            if size + len(piece) > room and (pieces or pending):
+                break
+            pieces.append(piece)
+            size += len(piece)
+        if not pieces:
             return 0
+        data = b"".join(pieces)
         fd = self._writable()
         before = self._sizes[self._wseq]
         try:
@@ -188,7 +224,7 @@ class Spool:
             raise SpoolError(f"spool {self._path(self._wseq)}: cannot append: {exc}") from exc
         self._sizes[self._wseq] = before + len(data)
         self._dirty = True
-        return len(data)
+        return len(pieces)
 
     def _writable(self) -> int:
         if self._wfd is not None and self._sizes.get(self._wseq, 0) >= self.file_max:

@@ -22,6 +22,14 @@ workers store, each batch in one transaction on a connection the worker keeps:
    rollups: a redelivered event is counted once;
 5. commit, then ack every message of the batch.
 
+The usage rollups are maintained here and nowhere else: migration 0006's
+comment speaks of "the rollup job" upserting them, and this step is that job,
+run per batch inside the events' own transaction rather than as a scheduled
+hub job (hub.md's list of jobs) re-reading ``traffic_event``.  So a rollup
+never counts an event that is not stored, nor one twice, and needs no lease or
+high-water mark; what is in ``traffic_event`` is in the rollups at the same
+commit.
+
 A crash anywhere before the commit leaves nothing behind (the messages are
 redelivered after ``writer_ack_wait``); a crash between commit and ack makes
 the redelivery a no-op.

@@ -64,7 +64,8 @@ async def _request_hooks(gw: Gateway, call: gen.Call, key: VirtualKey, req: Requ
 async def recorded(gw: Gateway, req: Request, call: gen.Call, work: Callable[[], Awaitable[Response]]) -> Response:
     """Run one upstream-bound request so that it ends in exactly one audit event, whatever happens: an answer
     (for a stream, when the relay ends), a ``GatewayError`` answered in the caller's dialect, or the client
-    going away."""
+    going away.  The event is recorded before the answer is returned to the server, so with ``[audit] loss_mode
+    = "block"`` nothing is answered before its event is durable (``audit.recorder``)."""
     token = logs.request_id.set(call.request_id)
     if gw.emitter is not None:
         call.on_finish.append(audit.recorder(gw.emitter, req, gw.capture))
@@ -106,8 +107,9 @@ def make_gateway_handler(gw: Gateway) -> Handler:
             call.model = str(requested)
             route = plan.targets[0].route
             await _request_hooks(gw, call, key, req, parsed, route)
-            quota_headers = await quota.reserve(gw, call, key, route, caller, parsed, len(req.body))
-            cached, cache_header = await cache.serve(gw.cache, call, key, route, req, parsed)
+            plan, quota_headers = await quota.reserve(gw, call, key, req, plan, caller, parsed)
+            route = plan.targets[0].route  # another model when a quota downgraded the request
+            cached, cache_header = await cache.serve(gw.cache, call, key, route, req, parsed, gw.semantic)
             if cached is not None:
                 cached.headers.extend(quota_headers)
                 return cached

@@ -1,6 +1,7 @@
 """The gateway's traffic event: one per generation request, whatever happened to it (success, upstream error,
 hook block, quota reject, client disconnect, bad request), built from the request's ``Call`` when the answer
-is complete and handed to the emitter (which never blocks the response)."""
+is complete and handed to the emitter (which blocks the response only in ``block`` loss mode, until the event is
+durable)."""
 
 from __future__ import annotations
 
@@ -106,8 +107,15 @@ def event_for(call: Call, req: Request, policy: captures.CapturePolicy) -> Traff
 
 
 def recorder(emitter: Emitter, req: Request, policy: captures.CapturePolicy) -> Callable[[Call], Awaitable[None]]:
-    """The ``Call.on_finish`` step that emits the event."""
+    """The ``Call.on_finish`` step that emits the event.
+
+    It runs before the answer is sent (for a stream: before the chunked body's
+    end), so with ``[audit] loss_mode = "block"`` the caller gets its answer only
+    once the event is durable (``Emitter.emit_wait``: acknowledged by JetStream,
+    or fsync'd in the spool), and a gateway killed after answering has lost
+    nothing it answered.  In the other modes ``emit_wait`` never waits.
+    """
     async def record(done: Call) -> None:
-        emitter.emit(event_for(done, req, policy))
+        await emitter.emit_wait(event_for(done, req, policy))
 
     return record

@@ -92,7 +92,10 @@ class Compliance:
             settings = await cur.fetchall()
             await cur.execute("SELECT value FROM system_metadata WHERE key = 'kill_switch'")
             kill_row = await cur.fetchone()
-        version = hashlib.sha256(orjson.dumps([hooks, overrides], default=str)).hexdigest()[:16]
+            # A pack switched off in the console stops matching everywhere (rule_pack.enabled).
+            await cur.execute("SELECT name FROM rule_pack WHERE NOT enabled ORDER BY name")
+            disabled_packs = frozenset(row["name"] for row in await cur.fetchall())
+        version = hashlib.sha256(orjson.dumps([hooks, overrides, sorted(disabled_packs)], default=str)).hexdigest()[:16]
         table = PassthroughTable(
             [from_row(PassthroughSetting, s) for s in settings],
             from_row(KillSwitch, kill_row["value"]) if kill_row else KillSwitch(),
@@ -107,12 +110,17 @@ class Compliance:
                 rules = self._rules
                 # Compiling hundreds of rules takes seconds without the disk cache: off the event loop.
                 pipeline = await trio.to_thread.run_sync(
-                    lambda: build_pipeline(snapshot, rules, scanners=self.scanners))
+                    lambda: build_pipeline(snapshot, rules, scanners=self.scanners, disabled_packs=disabled_packs))
             else:
                 pipeline = None
             self._version = version
             log.info("compliance pipeline ready", extra={"version": version, "hooks": len(snapshot.hooks)})
         self.state = ComplianceState(pipeline, table, True)
+
+    @property
+    def version(self) -> str:
+        """The loaded hooks-and-overrides generation (changes whenever either does)."""
+        return self._version
 
     def flags(self, provider_adapter: str | None, provider_id: str | None) -> Flags:
         return self.state.passthrough.flags(provider_adapter=provider_adapter, provider_id=provider_id,

@@ -17,6 +17,7 @@ import orjson
 from nexus.audit.capture import CapturePolicy
 from nexus.audit.emitter import Emitter
 from nexus.gateway.cache.exact import ExactCache
+from nexus.gateway.cache.semantic import SemanticCache
 from nexus.gateway.catalog import CatalogHolder, ModelRoute
 from nexus.gateway.compliance import Compliance
 from nexus.gateway.errors import Caller, GatewayError, NotFound, error_response
@@ -60,6 +61,7 @@ class Gateway:
     quota: QuotaEngine | None = None
     compliance: Compliance | None = None
     cache: ExactCache | None = None
+    semantic: SemanticCache | None = None
     emitter: Emitter | None = None
     capture: CapturePolicy = attrs.Factory(CapturePolicy)
 

@@ -9,6 +9,7 @@ from nexus.audit.emitter import Emitter
 from nexus.config import NexusConfig
 from nexus.crypto import secretfiles
 from nexus.gateway.app import make_gateway_handler
+from nexus.gateway.cache import semantic as semantic_cache
 from nexus.gateway.cache.exact import ExactCache
 from nexus.gateway.cache.policy import CachePolicy
 from nexus.gateway.catalog import CatalogHolder
@@ -44,19 +45,23 @@ def build(config: NexusConfig, control: daemon.Control) -> daemon.DaemonSpec:
     router = RouterHolder()
     client = http.HttpClient(max_connections_per_origin=gw_cfg.upstream_pool_size, timeouts=timeouts)
     forward = tuple(prefix.lower().encode() for prefix in gw_cfg.forward_headers)
-    quota = QuotaEngine.from_settings(valkey, QuotaSettings.from_env(), rebuilder=pg_rebuilder(pg))
+    quota = QuotaEngine.from_settings(valkey, QuotaSettings.from_config(gw_cfg.quota), rebuilder=pg_rebuilder(pg))
     compliance = Compliance(pg, client, valkey, Path(config.runtime.state_dir) / "hyperscan")
     watcher = ConfigWatcher(nats, pg, vault, keys, holder, router, quota, compliance)
     cc = gw_cfg.cache
     cache = ExactCache(valkey, policy=CachePolicy(ttl_seconds=cc.ttl_seconds, scope=cc.scope,
                                                   deterministic_only=cc.deterministic_only)) if cc.enabled else None
+    semantic = semantic_cache.from_config(cc.semantic, cache, client, holder, pg, nats) \
+        if cache is not None and cc.semantic.enabled else None
     emitter = Emitter(nats, config.audit)
     gw = Gateway(keys, holder, client, timeouts, router=router, forward_headers=forward,
                  service_token=secretfiles.service_token(secrets_dir), quota=quota, compliance=compliance,
-                 cache=cache, emitter=emitter, capture=CapturePolicy.from_config(config.audit))
-    handler = with_health("gateway", make_gateway_handler(gw), [*deps, watcher], lambda: control.draining)
+                 cache=cache, semantic=semantic, emitter=emitter, capture=CapturePolicy.from_config(config.audit))
+    handler = with_health("gateway", make_gateway_handler(gw),
+                          [*deps, watcher, quota, *([semantic] if semantic is not None else [])],
+                          lambda: control.draining)
     return daemon.DaemonSpec(
         name="gateway", endpoints=[endpoint(gw_cfg.listen, handler, gw_cfg.http, error_response=protocol_error)],
-        dependencies=deps, background=[emitter.run, watcher.run, quota.run],
+        dependencies=deps, background=[emitter.run, watcher.run, quota.run, *([semantic.run] if semantic else [])],
         drain_timeout=config.runtime.drain_timeout,
     )

@@ -33,6 +33,7 @@ import trio
 
 from nexus.audit.capture import StreamCapture
 from nexus.gateway import dialects
+from nexus.gateway.cache.entry import StreamRecorder
 from nexus.gateway.catalog import Family, ModelRoute
 from nexus.gateway.compliance import Blocked, Compliance, StageDecision, StreamGuard, blocked_message, finish_guard
 from nexus.gateway.errors import JSON, Caller, GatewayError
@@ -98,6 +99,8 @@ class Call:
     keep_response: bool = False
     chat_response: Obj | None = None
     cache_status: str | None = None
+    # A streamed answer the exact cache will store: what the client received, and the canonical chunks.
+    stream_recorder: StreamRecorder | None = None
     # Emergency passthrough settings in force for this request (labels for the audit event).
     passthrough_flags: tuple[str, ...] = ()
     bypass_cache: bool = False
@@ -329,6 +332,11 @@ class _Pump:
             self.decoder = dialects.stream_decoder(family, call.model)
             self.encoder = dialects.stream_encoder(call.caller, parsed)
         self.openai_out = call.caller == "openai"
+        # Canonical chunks reach _emit unless a non-OpenAI stream passes through untranslated.
+        self.canonical = not (passthrough and family != "openai")
+        self.recorder = call.stream_recorder
+        if self.recorder is not None:
+            self.recorder.restart()  # this attempt's stream, not a failed earlier one's
 
     def _emit(self, events: list[tuple[str | None, Obj]], out: list[bytes]) -> None:
         capture = self.call.stream_capture
@@ -342,7 +350,10 @@ class _Pump:
                     self.call.response_decision = step.decision
                     raise WireError("invalid_request", blocked_message(step.decision), status=403)
             events = released
-        if capture is not None and not (self.passthrough and self.family != "openai"):
+        if self.recorder is not None and self.canonical:
+            for _name, chunk in events:
+                self.recorder.add_chunk(chunk)
+        if capture is not None and self.canonical:
             for _name, chunk in events:
                 for choice in chunk.get("choices") or ():
                     content = (choice.get("delta") or {}).get("content")
@@ -452,10 +463,13 @@ async def _relay(
     ctx: Any, chunks: AsyncIterator[bytes], pump: _Pump, primed: list[bytes], ended: bool
 ) -> AsyncIterator[bytes]:
     capture = pump.call.stream_capture
+    recorder = pump.recorder
     try:
         first = b"".join(primed)
         if capture is not None:
             capture.raw(first)
+        if recorder is not None:
+            recorder.add_raw(first)
         yield first
         if ended:
             return
@@ -466,6 +480,8 @@ async def _relay(
                     piece = out[0] if len(out) == 1 else b"".join(out)
                     if capture is not None:
                         capture.raw(piece)
+                    if recorder is not None:
+                        recorder.add_raw(piece)
                     yield piece
             tail = pump.finish()
         except WireError as exc:
@@ -477,6 +493,8 @@ async def _relay(
         last = b"".join(tail)
         if capture is not None:
             capture.raw(last)
+        if recorder is not None:
+            recorder.add_raw(last)
         yield last
     except trio.Cancelled:
         pump.call.client_closed = True

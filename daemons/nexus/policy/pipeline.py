@@ -232,9 +232,14 @@ def _order(b: BoundHook) -> tuple[int, str, str]:
 
 
 def build_pipeline(
-    snapshot: PolicySnapshot, rules: Iterable[Rule], *, scanners: ScannerCache | None = None
+    snapshot: PolicySnapshot, rules: Iterable[Rule], *, scanners: ScannerCache | None = None,
+    disabled_packs: frozenset[str] = frozenset(),
 ) -> Pipeline:
-    """Build every enabled hook of ``snapshot`` against ``rules`` (the loaded rule packs)."""
+    """Build every enabled hook of ``snapshot`` against ``rules`` (the loaded rule packs).
+
+    Rules of ``disabled_packs`` stay known (a hook naming their category is still valid) but are
+    left out of the scan, so they never match until the pack is enabled again.
+    """
     env = BuildEnv({r.id: r for r in rules})
     bound = []
     for cfg in snapshot.hooks:
@@ -242,7 +247,8 @@ def build_pipeline(
             continue
         bound.append(BoundHook.of(build_hook(cfg, env)))
     bound.sort(key=_order)
-    scan_rules = [r for b in bound if isinstance(b.hook, ScanHook) for r in b.hook.rules.values()]
+    scan_rules = [r for b in bound if isinstance(b.hook, ScanHook) for r in b.hook.rules.values()
+                  if r.pack not in disabled_packs]
     index = RuleIndex(scan_rules, snapshot.overrides, scanners if scanners is not None else ScannerCache())
     return Pipeline(bound, index, snapshot.version)
 

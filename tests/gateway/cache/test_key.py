@@ -59,7 +59,8 @@ def test_scope_tags() -> None:
 
 
 def test_pure_modules_load_no_trio() -> None:
-    code = ("import sys, nexus.gateway.cache.key, nexus.gateway.cache.policy, nexus.gateway.cache.entry\n"
+    code = ("import sys, nexus.gateway.cache.key, nexus.gateway.cache.policy, nexus.gateway.cache.entry, "
+            "nexus.gateway.cache.semantic_key, nexus.gateway.cache.breaker, nexus.gateway.cache.vectors\n"
             "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in ('trio', 'psycopg', 'socket'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == ""

@@ -40,3 +40,37 @@ def test_poison_guard() -> None:
     assert poison_reason(status=200, finish=["stop"], redacted=True) == "redacted by a hook"
     for reason in ("length", "content_filter", None):
         assert poison_reason(status=200, finish=["stop", reason]) is not None
+
+
+def test_semantic_opt_in() -> None:
+    from nexus.gateway.cache.policy import SemanticPolicy, semantic_header, semantic_wanted
+
+    assert [semantic_header(v) for v in (None, "on", " ON ", "1", "off", "false")] == \
+        [None, True, True, True, False, False]
+    with pytest.raises(ValueError, match="on or off"):
+        semantic_header("maybe")
+    off = SemanticPolicy("emb")
+    assert not semantic_wanted(off, header=None, model="m", key_id="k")
+    assert semantic_wanted(off, header=True, model="m", key_id="k")
+    by_model = SemanticPolicy("emb", models=("gpt-*",))
+    assert semantic_wanted(by_model, header=None, model="gpt-4o", key_id="k")
+    assert not semantic_wanted(by_model, header=False, model="gpt-4o", key_id="k")  # the header wins
+    assert not semantic_wanted(by_model, header=None, model="claude", key_id="k")
+    assert semantic_wanted(SemanticPolicy("emb", keys=frozenset({"k"})), header=None, model="m", key_id="k")
+    assert semantic_wanted(SemanticPolicy("emb", default_on=True), header=None, model="m", key_id="k")
+    with pytest.raises(ValueError):
+        SemanticPolicy("emb", threshold=1.5)
+
+
+def test_semantic_poison_guard() -> None:
+    from nexus.gateway.cache.policy import semantic_poison_reason
+
+    def answer(message: dict[str, object], finish: str = "stop") -> dict[str, object]:
+        return {"choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": finish}]}
+
+    assert semantic_poison_reason(answer({"content": "Paris."})) is None
+    assert semantic_poison_reason(answer({"content": "Paris."}), flagged=True) == "flagged by a hook"
+    calls = [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    assert semantic_poison_reason(answer({"content": None, "tool_calls": calls}, "tool_calls")) == "tool calls"
+    assert semantic_poison_reason(answer({"content": "  "})) == "empty answer"
+    assert semantic_poison_reason({"choices": []}) == "no answer"

@@ -324,3 +324,61 @@ async def test_run_flushes_when_cancelled(valkey: ValkeyClient, prefix: str, che
         nursery.cancel_scope.cancel()
     assert engine.pending == 0
     assert counter(checker, prefix, p, s.key_id or "", "d20250601") == 40
+
+
+async def test_fail_open_counts_locally_and_replays_when_valkey_returns(
+    valkey: ValkeyClient, prefix: str, checker: redis.Redis,
+) -> None:
+    """Valkey unreachable (a refused port) under a fail-open policy: the hard limit still holds, counted in
+    process from the last value read; what was counted reaches Valkey once it answers again (same epoch)."""
+    s = make_subject()
+    p = make_policy(subject=s.key_id, hard_limit=5, fail_mode="open")
+    clock = Clock(epoch("2025-07-01T12:00:00"))
+    engine = engine_for(valkey, prefix, p, clock=clock)
+    for _ in range(3):
+        await engine.reserve(s, EST)
+    async with ValkeyClient(f"redis://127.0.0.1:{free_port()}", connect_timeout=0.5) as dead:
+        engine.valkey = dead
+        local = [await engine.reserve(s, EST) for _ in range(2)]
+        assert [r.usage[0].used for r in local] == [4, 5] and all(r.bypassed for r in local)
+        assert local[1].headers() == [
+            (b"x-nexus-quota-used", b"5"), (b"x-nexus-quota-limit", b"5"),
+            (b"x-nexus-quota-warning", b"quota counters unavailable: counted by this gateway process only")]
+        with pytest.raises(QuotaExceeded) as info:
+            await engine.reserve(s, EST)
+        assert info.value.axis == "virtual_key" and info.value.retry_after_seconds == 12 * 3600
+        assert not engine.state.ok and "failing open" in engine.state.detail and engine.bypassed == 2
+        await engine.reconcile(local[0], None)  # a failure gives its unit back, locally too
+        assert (await engine.reserve(s, EST)).usage[0].used == 5
+        assert counter(checker, prefix, p, s.key_id or "", "d20250701") == 3  # nothing reached Valkey yet
+        engine.valkey = valkey
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.run)
+            for _ in range(100):  # the run task notices Valkey is back by itself, no request needed
+                if engine.state.ok and not engine.pending:
+                    break
+                await trio.sleep(0.05)
+            else:
+                raise AssertionError(f"still down or pending: {engine.state}, {engine.pending}")
+            nursery.cancel_scope.cancel()
+    assert counter(checker, prefix, p, s.key_id or "", "d20250701") == 5  # 3 + 3 counted locally - 1 refunded
+    with pytest.raises(QuotaExceeded):
+        await engine.reserve(s, EST)
+
+
+async def test_fail_closed_answers_503_and_keys_without_policies_pass(prefix: str) -> None:
+    s = make_subject()
+    closed = make_policy(subject=s.key_id, hard_limit=5)
+    async with ValkeyClient(f"redis://127.0.0.1:{free_port()}", connect_timeout=0.5) as dead:
+        engine = engine_for(dead, prefix, closed)
+        with trio.fail_after(5), pytest.raises(QuotaUnavailable) as info:
+            await engine.reserve(s, EST)
+        err = info.value.gateway_error()
+        assert (err.status, err.headers) == (503, ((b"retry-after", b"1"),))
+        assert "failing closed" in engine.state.detail and engine.rejected == 1
+        assert await engine.reserve(make_subject(), EST) is NO_QUOTA
+        # The key's own RPM follows on_valkey_down (fail_mode_default).
+        with pytest.raises(QuotaUnavailable):
+            await engine.reserve(make_subject(rpm=10), EST)
+        opened = engine_for(dead, prefix, fail_mode_default="open")
+        assert (await opened.reserve(make_subject(rpm=10), EST)).bypassed

@@ -9,7 +9,8 @@ import attrs
 import cattrs
 import pytest
 
-from nexus.config.loader import ConfigError
+from nexus.config.loader import ConfigError, load_config
+from nexus.config.schema import QuotaConfig
 from nexus.gateway.quota import policy as qp
 from nexus.gateway.quota.policy import (
     Estimate,
@@ -199,14 +200,20 @@ def test_estimates_and_costs() -> None:
     assert usage_cost(_Prices(), Usage(prompt_tokens=1)) == 3  # 2.5 µ$ rounded up
 
 
-def test_settings_from_env() -> None:
+def test_settings_from_config_and_env() -> None:
     assert QuotaSettings.from_env({}) == QuotaSettings(True, 0.25, "closed")
-    assert QuotaSettings.from_env({"NEXUS_QUOTA_WRITE_BEHIND": "0", "NEXUS_QUOTA_FLUSH_INTERVAL": "0.5",
-                                   "NEXUS_QUOTA_FAIL_MODE": "open"}) == QuotaSettings(False, 0.5, "open")
+    assert QuotaSettings.from_config(QuotaConfig(), {}) == QuotaSettings(True, 0.25, "closed")
+    assert QuotaSettings.from_config(QuotaConfig(on_valkey_down="fail_open"), {
+        "NEXUS_QUOTA_WRITE_BEHIND": "0", "NEXUS_QUOTA_FLUSH_INTERVAL": "0.5"}) == QuotaSettings(False, 0.5, "open")
     for name, value in (("NEXUS_QUOTA_WRITE_BEHIND", "maybe"), ("NEXUS_QUOTA_FLUSH_INTERVAL", "0"),
-                        ("NEXUS_QUOTA_FLUSH_INTERVAL", "soon"), ("NEXUS_QUOTA_FAIL_MODE", "ajar")):
+                        ("NEXUS_QUOTA_FLUSH_INTERVAL", "soon")):
         with pytest.raises(ConfigError, match=name):
             QuotaSettings.from_env({name: value})
+    # The config file's key, and its environment form, are checked by the loader like every other setting.
+    assert load_config(None, {"NEXUS_GATEWAY__QUOTA__ON_VALKEY_DOWN": "fail_open"}).gateway.quota.on_valkey_down \
+        == "fail_open"
+    with pytest.raises(ConfigError, match="on_valkey_down"):
+        load_config(None, {"NEXUS_GATEWAY__QUOTA__ON_VALKEY_DOWN": "ajar"})
 
 
 def test_pure_modules_load_no_trio() -> None:

@@ -101,13 +101,17 @@ async def test_outage_fail_modes_and_rebuild_after_restart(
         err = info.value.gateway_error()
         assert (err.status, err.headers) == (503, ((b"retry-after", b"1"),))
         assert not engine.state.ok and "failing closed" in engine.state.detail
-        bypass = await engine.reserve(s_open, est)
+        bypass = await engine.reserve(s_open, est)  # counted in process, from the last values read
         assert bypass.bypassed and engine.bypassed == 1 and engine.rejected == 1
-        assert bypass.headers() == [(b"x-nexus-quota-warning", b"quota not enforced: counters unavailable")]
+        assert [u.used for u in bypass.usage] == [1500 + 40, 2006 + 3]
+        assert bypass.headers() == [
+            (b"x-nexus-quota-used", b"1540"), (b"x-nexus-quota-limit", b"10000"),
+            (b"x-nexus-quota-warning", b"quota counters unavailable: counted by this gateway process only")]
         assert "failing open" in engine.state.detail
         await engine.reconcile(bypass, None)
         await engine.reconcile(first, None)  # cannot reach Valkey: kept for the flusher
-        assert engine.pending == 2
+        # Per counter: the local charges (net 0 after the refund) and the refunds of `first`, the provider's merged.
+        assert engine.pending == 3
 
         private_valkey.start()  # empty: every counter is gone
         again = await engine.reserve(s_closed, est)

@@ -168,6 +168,15 @@ class StreamRecorder:
             self.overflowed = True
             self._chunks, self._raw = [], []
 
+    def restart(self) -> None:
+        """Forget everything: a new upstream attempt starts the stream over."""
+        self.overflowed = False
+        self._chunks, self._raw, self._size = [], [], 0
+
+    @property
+    def has_chunks(self) -> bool:
+        return bool(self._chunks)
+
     def add_chunk(self, chunk: Obj) -> None:
         if not self.overflowed:
             self._chunks.append(chunk)

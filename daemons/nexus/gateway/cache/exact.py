@@ -11,10 +11,10 @@ Use (one flight per cacheable request; ``finish`` always, hit or not)::
     finally:
         await cache.finish(flight, entry)                  # None: nothing storable
 
-For a stream, ``finish`` goes in the relay's ``finally`` with
-``recorder.entry(...)``; it wakes local followers without awaiting and stores
-the entry shielded from cancellation, so a client that disconnects cannot
-leave followers waiting.
+For a stream, ``finish`` runs when the relay ends (``Call.on_finish``) with
+the recorded entry (``StreamRecorder.entry``) or None; it wakes local
+followers without awaiting and stores the entry shielded from cancellation,
+so a client that disconnects cannot leave followers waiting.
 
 Single flight.  ``begin`` registers the first miss for a key in this process
 as the local leader; identical requests arriving meanwhile wait on its
@@ -216,24 +216,30 @@ class ExactCache:
         if self._inflight.get(key) is local:
             del self._inflight[key]
 
-    async def finish(self, flight: Flight, entry: CacheEntry | None, ttl: int | None = None) -> None:
+    async def finish(self, flight: Flight, entry: CacheEntry | None, ttl: int | None = None, *,
+                     store: bool = True) -> bool:
         """End the flight: wake local followers, store ``entry`` (if any, and not a hit or bypass), unlock.
 
+        ``store=False`` hands ``entry`` to local followers without storing it
+        (an answer borrowed from the semantic cache: it must not outlive its
+        original under this key).  Returns whether the entry was stored.
         Safe under cancellation and twice on the same flight.
         """
         if flight._finished:
-            return
+            return False
         flight._finished = True
         if flight._local is not None and flight.status != "hit":
             self._release_local(flight.key, flight._local, entry)
         if flight.status != "miss":
-            return
+            return False
+        stored = False
         with trio.CancelScope(shield=True):
             # Store before unlocking, so followers elsewhere find the entry rather than the free lock.
-            if entry is not None:
+            if entry is not None and store:
                 with trio.move_on_after(2 * self.valkey.command_timeout):
-                    await self.put(flight.key, entry, ttl)
+                    stored = await self.put(flight.key, entry, ttl)
             if flight._token is not None:
                 with (trio.move_on_after(self.valkey.command_timeout),
                       contextlib.suppress(ValkeyConnectionError, ValkeyError)):
                     await self.valkey.evalsha(RELEASE, (flight.key + ":lock",), (flight._token,))
+        return stored

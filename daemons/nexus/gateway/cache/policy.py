@@ -1,9 +1,16 @@
-"""Exact-cache rules: whether a request may use the cache, and whether an answer may be stored.
+"""Cache rules: whether a request may use the cache, and whether an answer may be stored.
 
-Pure.  ``CachePolicy`` is the configuration (attrs, validated);
+Pure.  ``CachePolicy`` is the exact cache's configuration (attrs, validated);
 ``lookup_reason`` returns why a request must bypass the cache (None: it may
 use it); ``poison_reason`` returns why an answer must not be stored (None: it
 may be).  The gateway reports a bypass as ``X-Nexus-Cache: bypass``.
+
+``SemanticPolicy`` configures the semantic cache; ``semantic_wanted`` says
+whether one request opted in (config or the ``x-nexus-semantic-cache``
+header); ``semantic_poison_reason`` is the stricter guard for answers served
+to *other* prompts: on top of ``poison_reason`` it refuses tool calls (their
+arguments were derived from the exact wording), empty answers, and any
+exchange a hook flagged, even in observe mode where nothing was changed.
 
 Never stored (the poison guard): error answers, answers a hook blocked or
 redacted, and truncated ones — a stream that ended without a finish reason
@@ -16,6 +23,7 @@ answer must never become one.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from fnmatch import fnmatchcase
 from typing import Any, Final, Literal
 
 import attrs
@@ -100,3 +108,65 @@ def poison_reason(*, status: int, error: str | None = None, finish: Iterable[str
         if reason not in COMPLETE:
             return f"incomplete answer (finish reason {reason})"
     return None
+
+
+@attrs.frozen
+class SemanticPolicy:
+    """The semantic cache's settings (``gateway.cache.semantic`` of the config).
+
+    ``threshold``: the cosine similarity a neighbour needs to be a hit.
+    ``budget_ms``: embedding plus search; past it the lookup is a miss.
+    ``default_on`` / ``models`` (globs over model codes) / ``keys`` (virtual
+    key ids): who is opted in without the header.  ``max_chars``: longer
+    prompts are not embedded.
+    """
+
+    embedding_model: str
+    threshold: float = attrs.field(default=0.96, validator=[attrs.validators.gt(0.0), attrs.validators.le(1.0)])
+    budget_ms: float = attrs.field(default=20.0, validator=attrs.validators.gt(0.0))
+    default_on: bool = False
+    models: tuple[str, ...] = ()
+    keys: frozenset[str] = frozenset()
+    dimensions: int = 0
+    max_chars: int = 8000
+
+
+def semantic_header(value: str | None) -> bool | None:
+    """``x-nexus-semantic-cache``: True (on), False (off) or None (absent); ``ValueError`` for anything else."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    if text in ("on", "1", "true", "yes"):
+        return True
+    if text in ("off", "0", "false", "no"):
+        return False
+    raise ValueError("x-nexus-semantic-cache must be on or off")
+
+
+def semantic_wanted(policy: SemanticPolicy, *, header: bool | None, model: str, key_id: str) -> bool:
+    """Whether this request uses the semantic cache: the header decides when present, else the config."""
+    if header is not None:
+        return header
+    return policy.default_on or key_id in policy.keys or any(fnmatchcase(model, g) for g in policy.models)
+
+
+def semantic_poison_reason(response: Mapping[str, Any], *, flagged: bool = False) -> str | None:
+    """Why an answer that ``poison_reason`` accepted must still not answer *similar* prompts, or None.
+
+    ``response`` is the canonical answer; ``flagged``: a request or response
+    hook reported anything but approve (observe mode included).
+    """
+    if flagged:
+        return "flagged by a hook"
+    choices = [c for c in response.get("choices") or () if isinstance(c, dict)]
+    if not choices:
+        return "no answer"
+    text = False
+    for choice in choices:
+        message = choice.get("message") or {}
+        if message.get("tool_calls") or message.get("function_call"):
+            return "tool calls"
+        content = message.get("content")
+        if isinstance(content, str) and content.strip():
+            text = True
+    return None if text else "empty answer"

@@ -6,5 +6,7 @@ reserves; ``script`` (pure) holds the Lua scripts and their argument encoding;
 ``engine`` is the Trio shell the gateway calls (reserve before the upstream
 call, reconcile after); ``rebuild`` restores calendar counters from PostgreSQL
 rollups after a Valkey loss; ``usage`` answers GET /v1/usage; ``store`` loads
-the snapshot; ``settings`` reads the ``NEXUS_QUOTA_*`` environment.
+the snapshot; ``settings`` reads ``[gateway.quota]`` and the ``NEXUS_QUOTA_*``
+environment; ``request`` is the gateway's one seam (reserve with the soft-limit
+alert and the downgrade action, reconcile when the answer is complete).
 """

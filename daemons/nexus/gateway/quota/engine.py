@@ -2,9 +2,10 @@
 
 Use::
 
-    engine = QuotaEngine.from_settings(valkey, QuotaSettings.from_env(), rebuilder=rebuild.pg_rebuilder(pool))
+    settings = QuotaSettings.from_config(config.gateway.quota)
+    engine = QuotaEngine.from_settings(valkey, settings, rebuilder=rebuild.pg_rebuilder(pool))
     engine.snapshot = await store.load_snapshot(pool)   # and again on every policy change signal
-    await nursery.start(engine.run)                # the write-behind flusher
+    await nursery.start(engine.run)                # the write-behind flusher, and the probe while down
     await engine.prepare()                         # optional: rebuild lost counters now, not on a request
     subject = subject_for(key, route)
     reservation = await engine.reserve(subject, estimate_chat(chat, route))   # QuotaExceeded / QuotaUnavailable
@@ -47,16 +48,37 @@ back; they never cause an overshoot.  With exact estimates (request counts)
 U <= H in both modes.
 
 Valkey unreachable (or a script error, or counters lost and not rebuildable).
-Policies with a hard limit and ``fail_mode = 'closed'`` (the default, also of
-the key's RPM/TPM unless ``fail_mode_default`` says otherwise) make
-``reserve`` raise :class:`QuotaUnavailable`: the gateway answers **503** with
-``Retry-After: 1`` — not 429, because the caller exceeded nothing, SDKs retry a
-503 with backoff, and dashboards can tell an outage from users hitting limits.
-When every applicable hard limit fails open the request proceeds, unmetered:
-``bypassed`` counts it, the reservation says so in ``X-Nexus-Quota-Warning``,
-and its reconciliation is a no-op.  ``state`` (a ``DependencyState`` named
-"quota") goes down with a detail saying which mode is in force, for /readyz,
-and comes back with the first successful script.
+Policies with a hard limit and ``fail_mode = 'closed'`` (the column's default;
+the key's RPM/TPM follow ``fail_mode_default``, i.e. ``[gateway.quota]
+on_valkey_down``) make ``reserve`` raise :class:`QuotaUnavailable`: the
+gateway answers **503** with ``Retry-After: 1`` — not 429, because the caller
+exceeded nothing, SDKs retry a 503 with backoff, and dashboards can tell an
+outage from users hitting limits.  The wait is bounded by the Valkey client:
+at once while its health task knows the server is down, else its
+``command_timeout``.  Keys under no policy never touch Valkey and keep working.
+
+When every applicable hard limit fails open the request proceeds, counted in
+this process only (``bypassed`` counts it; ``X-Nexus-Quota-Warning`` says so):
+each counter starts from the last value this process read from Valkey (0 if
+none) and its hard limit is enforced locally; a sliding window is approximated
+by the aligned fixed window of its length.  Fail-open bound, per counter and
+window, with N gateway processes, u0 the true usage when Valkey went away and
+s_p the last value process p saw (s_p <= u0)::
+
+    U <= u0 + sum over p of max(0, H - s_p)      (<= (N + 1) * H)
+
+i.e. exact-ish with one process that saw the counter recently, at most N
+budgets more with N processes that never saw it; a sliding window can admit up
+to twice its limit across an aligned boundary; a process restarted during the
+outage starts from 0.  What was counted locally (reservations and their
+reconciliations) is queued like write-behind differences under the last epoch
+seen, so it reaches Valkey when it comes back with its data (same epoch) and
+is dropped if Valkey lost it (new epoch: the rebuild from rollups counts it).
+
+``state`` (a ``DependencyState`` named "quota", on /readyz) goes down with a
+detail saying which mode is in force; it comes back with the first successful
+script, or within ``flush_interval`` of Valkey's return: while down, ``run``
+probes the sentinel every tick and rebuilds lost counters itself.
 
 Loss of counters.  The reserve script refuses to count when the sentinel key
 is missing; the engine then rebuilds (``rebuild``), once per process and once
@@ -94,6 +116,7 @@ from nexus.gateway.quota.policy import (
     EMPTY,
     Estimate,
     FailMode,
+    Location,
     QuotaSnapshot,
     QuotaSubject,
     Unit,
@@ -242,14 +265,14 @@ class Reservation:
     usage: tuple[AxisUsage, ...]
     crossings: tuple[SoftCrossing, ...]
     bypassed: bool = False
+    # Counted in process while Valkey was unreachable: the local counter of each charge.
+    local: tuple[str, ...] = ()
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """``X-Nexus-Quota-Used`` / ``-Limit`` of the tightest counter, and ``-Warning`` at a soft limit."""
-        if self.bypassed:
-            return [(b"x-nexus-quota-warning", b"quota not enforced: counters unavailable")]
         tightest: AxisUsage | None = None
         ratio = -1.0
-        warnings: list[str] = []
+        warnings: list[str] = [BYPASS_WARNING] if self.bypassed else []
         for u in self.usage:
             limit = u.hard if u.hard is not None else u.soft
             if limit is None:
@@ -259,16 +282,19 @@ class Reservation:
                 tightest, ratio = u, r
             if u.warning:
                 warnings.append(f"{u.policy}: {u.used}/{u.soft} {u.unit} per {u.period} ({u.axis})")
-        if tightest is None:
-            return []
-        limit = tightest.hard if tightest.hard is not None else tightest.soft
-        out = [(b"x-nexus-quota-used", b"%d" % tightest.used), (b"x-nexus-quota-limit", b"%d" % (limit or 0))]
-        if warnings:
+        out: list[tuple[bytes, bytes]] = []
+        if tightest is not None:
+            limit = tightest.hard if tightest.hard is not None else tightest.soft
+            out += [(b"x-nexus-quota-used", b"%d" % tightest.used), (b"x-nexus-quota-limit", b"%d" % (limit or 0))]
+        if self.bypassed:
+            out.append((b"x-nexus-quota-warning", _header("; ".join(warnings))))
+        elif warnings:
             out.append((b"x-nexus-quota-warning", _header("soft limit reached: " + "; ".join(warnings))))
         return out
 
 
 NO_QUOTA: Final = Reservation(None, (), (), ())
+BYPASS_WARNING: Final = "quota counters unavailable: counted by this gateway process only"
 
 
 class _Lost(Exception):
@@ -318,6 +344,11 @@ class QuotaEngine:
         self._state = DependencyState("quota", ok=True, detail="ok")
         self._pending: dict[tuple[bytes, str, str], int] = {}
         self._recovering: trio.Event | None = None
+        # For counting in process while Valkey is away: the counters' epoch and the last value read of each
+        # counter (by local key), then the local counts themselves.
+        self._epoch: bytes | None = None
+        self._seen: dict[str, int] = {}
+        self._local: dict[str, int] = {}
 
     @classmethod
     def from_settings(cls, valkey: ValkeyClient, settings: QuotaSettings, **kwargs: Any) -> QuotaEngine:
@@ -345,12 +376,23 @@ class QuotaEngine:
     async def prepare(self) -> bool:
         """Rebuild the counters now if Valkey lost them, instead of on the first request; False if that failed."""
         try:
-            if await self.valkey.execute("GET", sentinel_key(self.prefix)) is None:
-                await self._recover(self.clock())
+            await self._check()
         except (ValkeyConnectionError, ValkeyError, RebuildError, _Lost, trio.TooSlowError) as exc:
             log.warning("quota counters not ready: %s", exc)
             return False
         return True
+
+    async def _check(self) -> None:
+        if await self.valkey.execute("GET", sentinel_key(self.prefix)) is None:
+            await self._recover(self.clock())
+        if not self._state.ok:
+            self._up()
+
+    def _up(self) -> None:
+        log.warning("quota counters reachable again")
+        self._state.mark_up("ok")
+        # Valkey counts again; what was counted here is on its way there (queued).
+        self._local.clear()
 
     # -- reservation --------------------------------------------------------------------------------
 
@@ -375,24 +417,36 @@ class QuotaEngine:
         except (ValkeyConnectionError, ValkeyError, RebuildError, _Lost, trio.TooSlowError) as exc:
             return self._unavailable(plan, exc)
         if not self._state.ok:
-            log.warning("quota counters reachable again")
-            self._state.mark_up("ok")
+            self._up()
         if isinstance(result, Exhausted):
-            _EXCEEDED.inc()
-            a = plan.applied[result.index]
-            raise QuotaExceeded(
-                a.policy.axis, a.policy.name, a.hard or 0, result.used, result.retry_after, unit=a.policy.unit,
-                requested=plan.charges[result.index].amount, subject=a.subject,
-                window=a.policy.window_label, action=a.policy.hard_action, policy_id=a.policy.id)
+            i = result.index
+            self._saw(plan.locations[i], result.used)
+            raise self._exceeded(plan, i, result.used, result.retry_after)
         _GRANTED.inc()
         return self._granted(plan, result)
 
     @staticmethod
-    def _granted(plan: ReservePlan, g: Granted) -> Reservation:
+    def _exceeded(plan: ReservePlan, i: int, used: int, retry_after: float) -> QuotaExceeded:
+        _EXCEEDED.inc()
+        a = plan.applied[i]
+        return QuotaExceeded(
+            a.policy.axis, a.policy.name, a.hard or 0, used, retry_after, unit=a.policy.unit,
+            requested=plan.charges[i].amount, subject=a.subject, window=a.policy.window_label,
+            action=a.policy.hard_action, policy_id=a.policy.id)
+
+    def _saw(self, loc: Location, used: int) -> None:
+        seen = self._seen
+        if len(seen) >= self.max_pending:
+            seen.clear()  # rare: only the fail-open starting points are lost
+        seen[loc.alert_key if loc.field else loc.key] = used
+
+    def _granted(self, plan: ReservePlan, g: Granted) -> Reservation:
+        self._epoch = g.epoch
         usage: list[AxisUsage] = []
         crossings: list[SoftCrossing] = []
         for a, loc, used, flag in zip(plan.applied, plan.locations, g.used, g.flags, strict=True):
             p = a.policy
+            self._saw(loc, used)
             usage.append(AxisUsage(p.axis, p.name, p.id, a.subject, p.unit, loc.window, p.window_label, used,
                                    a.soft, a.hard))
             if flag == 2 and a.soft is not None:
@@ -404,13 +458,36 @@ class QuotaEngine:
         if closed is not None:
             self.rejected += 1
             _REJECTED.inc()
-            self._down(f"counters unavailable, failing closed: {exc}")
+            self._down(f"counters unavailable, failing closed ({self.rejected} requests refused): {exc}")
             raise QuotaUnavailable(f"quota counters are unavailable and policy {closed.policy.name!r} does not "
                                    "allow unmetered traffic; try again shortly")
+        reservation = self._count_locally(plan)
         self.bypassed += 1
         _BYPASSED.inc()
-        self._down(f"counters unavailable, failing open ({self.bypassed} requests unmetered): {exc}")
-        return Reservation(None, (), (), (), bypassed=True)
+        self._down(f"counters unavailable, failing open ({self.bypassed} requests counted in this process only): "
+                   f"{exc}")
+        return reservation
+
+    def _count_locally(self, plan: ReservePlan) -> Reservation:
+        """Fail-open: check and count the hard limits in this process (see "Valkey unreachable" above)."""
+        local, seen = self._local, self._seen
+        keys = tuple(loc.alert_key if loc.field else loc.key for loc in plan.locations)
+        used = [local[k] if k in local else seen.get(k, 0) for k in keys]
+        for i, (a, charge) in enumerate(zip(plan.applied, plan.charges, strict=True)):
+            if a.hard is not None and used[i] + charge.amount > a.hard:
+                raise self._exceeded(plan, i, used[i], plan.locations[i].alert_ttl_ms / 1000)
+        if len(local) >= self.max_pending:
+            local.clear()
+        usage: list[AxisUsage] = []
+        for i, (a, loc, charge) in enumerate(zip(plan.applied, plan.locations, plan.charges, strict=True)):
+            now_used = local[keys[i]] = used[i] + charge.amount
+            p = a.policy
+            usage.append(AxisUsage(p.axis, p.name, p.id, a.subject, p.unit, loc.window, p.window_label, now_used,
+                                   a.soft, a.hard))
+        epoch = self._epoch
+        if epoch is not None:
+            self._queue(epoch, [(c.key, c.field, c.amount) for c in plan.charges if c.amount])
+        return Reservation(epoch, plan.charges, tuple(usage), (), bypassed=True, local=keys)
 
     def _down(self, detail: str) -> None:
         if self._state.ok:
@@ -463,7 +540,7 @@ class QuotaEngine:
         now, shielded from cancellation.
         """
         epoch = reservation.epoch
-        if epoch is None:
+        if epoch is None and not reservation.local:
             return
         deltas: list[tuple[str, str, int]] = []
         for c in reservation.charges:
@@ -472,7 +549,11 @@ class QuotaEngine:
                 deltas.append((c.key, c.field, delta))
         if not deltas:
             return
-        if self.write_behind:
+        if reservation.local:
+            self._reconcile_locally(reservation, actual, cost_micro)
+        if epoch is None:
+            return
+        if self.write_behind or reservation.local:
             self._queue(epoch, deltas)
             return
         with trio.CancelScope(shield=True):
@@ -481,6 +562,13 @@ class QuotaEngine:
             except (ValkeyConnectionError, ValkeyError) as exc:
                 log.warning("quota reconciliation failed, retried in the background: %s", exc)
                 self._queue(epoch, deltas)
+
+    def _reconcile_locally(self, reservation: Reservation, actual: Usage | None, cost_micro: int) -> None:
+        local = self._local
+        for key, c in zip(reservation.local, reservation.charges, strict=True):
+            if key in local:  # else Valkey came back meanwhile: it has the charge (queued) and gets the delta
+                delta = -c.amount if actual is None else actual_amount(c.unit, actual, cost_micro) - c.amount
+                local[key] = max(0, local[key] + delta)
 
     def _queue(self, epoch: bytes, deltas: Sequence[tuple[str, str, int]]) -> None:
         pending = self._pending
@@ -520,12 +608,25 @@ class QuotaEngine:
                 self._queue(epoch, batch)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Flush every ``flush_interval`` until cancelled; then flush once more (shielded, bounded)."""
+        """Flush every ``flush_interval`` until cancelled; then flush once more (shielded, bounded).
+
+        While ``state`` is down, each tick first probes Valkey (and rebuilds lost counters) so the state
+        comes back without waiting for a request.
+        """
         task_status.started()
         try:
             while True:
                 await trio.sleep(self.flush_interval)
-                await self.flush()
+                if not self._state.ok:
+                    # Without this, /readyz would stay down until a request with a quota came by.
+                    with contextlib.suppress(ValkeyConnectionError, ValkeyError, RebuildError, _Lost,
+                                             trio.TooSlowError):
+                        await self._check()
+                # Shielded: cancelled mid-script, a batch the server did apply would be re-queued and applied
+                # twice by the final flush.
+                with trio.CancelScope(shield=True) as scope:
+                    scope.deadline = trio.current_time() + _FINAL_FLUSH_TIMEOUT
+                    await self.flush()
         finally:
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + _FINAL_FLUSH_TIMEOUT

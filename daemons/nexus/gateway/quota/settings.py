@@ -1,4 +1,5 @@
-"""Quota engine settings from the environment: ``NEXUS_QUOTA_WRITE_BEHIND``, ``_FLUSH_INTERVAL``, ``_FAIL_MODE``.
+"""Quota engine settings: ``[gateway.quota]`` from the config file, plus ``NEXUS_QUOTA_WRITE_BEHIND`` and
+``NEXUS_QUOTA_FLUSH_INTERVAL`` from the environment.
 
 Pure.  Single-underscore names, so the config loader (which maps
 ``NEXUS_<SECTION>__<KEY>``) leaves them alone.  A bad value raises
@@ -15,6 +16,7 @@ from typing import Final
 import attrs
 
 from nexus.config.loader import ConfigError
+from nexus.config.schema import QuotaConfig
 from nexus.gateway.quota.policy import FailMode
 
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
@@ -26,7 +28,8 @@ class QuotaSettings:
     """``write_behind``: reconciliations batched every ``flush_interval`` seconds (False: applied at once).
 
     ``fail_mode_default``: what the key's own RPM/TPM limits do when Valkey is
-    unreachable (policies from the database carry their own ``fail_mode``).
+    unreachable (``[gateway.quota] on_valkey_down``; policies from the
+    database carry their own ``fail_mode``).
     """
 
     write_behind: bool = True
@@ -34,11 +37,16 @@ class QuotaSettings:
     fail_mode_default: FailMode = "closed"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> QuotaSettings:
+    def from_config(cls, config: QuotaConfig, environ: Mapping[str, str] | None = None) -> QuotaSettings:
+        """``on_valkey_down`` from ``[gateway.quota]``, the write-behind mode from the environment."""
+        return cls.from_env(environ, fail_mode_default="open" if config.on_valkey_down == "fail_open" else "closed")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *,
+                 fail_mode_default: FailMode = "closed") -> QuotaSettings:
         env = os.environ if environ is None else environ
         default = cls()
         write_behind, flush_interval = default.write_behind, default.flush_interval
-        fail_mode = default.fail_mode_default
         raw = env.get("NEXUS_QUOTA_WRITE_BEHIND")
         if raw is not None:
             word = raw.strip().lower()
@@ -54,10 +62,4 @@ class QuotaSettings:
             if not 0 < flush_interval <= 10:
                 raise ConfigError("config error in environment NEXUS_QUOTA_FLUSH_INTERVAL: expected seconds in "
                                   f"(0, 10], got {raw!r}")
-        raw = env.get("NEXUS_QUOTA_FAIL_MODE")
-        if raw is not None:
-            if raw not in ("closed", "open"):
-                raise ConfigError(
-                    f"config error in environment NEXUS_QUOTA_FAIL_MODE: expected closed|open, got {raw!r}")
-            fail_mode = "closed" if raw == "closed" else "open"
-        return cls(write_behind, flush_interval, fail_mode)
+        return cls(write_behind, flush_interval, fail_mode_default)
