@@ -192,7 +192,7 @@ def test_write_behind_two_gateways_budget_of_50(
         [counter_key] = checker.scan_iter(match=f"nexus:quota:c:{policy_id}:*")
         until(lambda: int(checker.get(counter_key) or 0) == ok, timeout=5, what="refunds flushed")
         more = [post([a, b][i % 2], key).status_code for i in range(60)]
-        assert more.count(200) == 50 - ok and set(more) == {200, 429}
+        assert more.count(200) == 50 - ok and set(more) <= {200, 429} and 429 in more, more
     assert int(checker.get(counter_key) or 0) == 50
 
 
