@@ -112,16 +112,15 @@ def check(status: int, answer: bytes, what: str) -> None:
 
 
 def measure(args: argparse.Namespace, state: Path, procs: run.Processes) -> dict[str, Any]:
-    notes: list[str] = ["The box was shared with other engineers' test runs while this ran (2 cores): absolute "
-                        "figures and tails are noisier than on a quiet box; the ratios within a round are the "
-                        "figures to read.",
-                        "A semantic hit is an exact-cache miss (one Valkey round trip), one embedding call to the "
+    notes: list[str] = ["A semantic hit is an exact-cache miss (one Valkey round trip), one embedding call to the "
                         "mock (on the busy side core), an in-memory search and the exact-cache read of the "
                         "neighbour's answer; an exact hit is one Valkey round trip."]
     idle = run.wait_quiet(args.wait_quiet)
     busy = {n: u["busy_pct"] for n, u in idle.items() if u["busy_pct"] > run.QUIET_PCT}
     if busy:
-        notes.append("Cores busy before the start: " + ", ".join(f"{n} {p:.0f} %" for n, p in sorted(busy.items())))
+        notes.append("Cores busy before the start: " + ", ".join(f"{n} {p:.0f} %" for n, p in sorted(busy.items()))
+                     + ": other work shared the box, so absolute figures and tails are noisier than on a quiet one;"
+                     " the ratios within a round are the figures to read.")
     db = os.environ.get("NEXUS_DATABASE_URL") or BENCH_DB
     secrets = Path(os.environ.get("NEXUS_SECRETS_DIR") or state / "secrets")
     secretfiles.ensure(secrets)
