@@ -14,7 +14,7 @@ import orjson
 import psycopg
 import pytest
 import redis
-from tests.controlplane.conftest import ControlPlane
+from tests.controlplane.conftest import PASSWORD, ControlPlane
 
 from nexus import signals
 from nexus.crypto import secretfiles, vkeys
@@ -237,3 +237,42 @@ def test_api_keys_have_no_my_area(cp: ControlPlane) -> None:
     robot = _client(cp, created.json()["key"])
     response = robot.get("/api/my/profile")
     assert response.status_code == 403 and response.json()["error"]["code"] == "forbidden"
+
+
+def test_second_factor_enrolment_confirm_sign_in_and_removal(cp: ControlPlane) -> None:
+    from nexus.controlplane.auth import totp
+
+    email, _user_id = cp.add_user("viewers")
+    me = httpx.Client(base_url=cp.url, headers={"authorization": f"Bearer {cp.login(email)}"}, timeout=30)
+    started = me.post("/api/my/mfa")
+    assert started.status_code == 201, started.text
+    secret = started.json()["secret"]
+    assert started.json()["otpauth_uri"].startswith("otpauth://totp/")
+    assert secret not in me.get("/api/my/profile").text
+    step = totp.current_step()
+    assert me.post("/api/my/mfa/confirm", json={"code": "000000" if totp.code_at(secret, step) != "000000"
+                                                 else "111111"}).status_code == 422
+    assert me.post("/api/my/mfa/confirm", json={"code": "12345"}).json()["error"]["details"]["field"] == "code"
+    confirmed = me.post("/api/my/mfa/confirm", json={"code": totp.code_at(secret, step)})
+    assert confirmed.status_code == 200 and confirmed.json() == {"enabled": True}, confirmed.text
+    assert me.get("/api/my/profile").json()["mfa_enabled"] is True
+    assert me.post("/api/my/mfa").status_code == 409  # one active factor at a time
+
+    # Sign-in now asks for the code; the code already used to confirm cannot be replayed.
+    without = httpx.post(cp.url + "/api/auth/login", json={"email": email, "password": PASSWORD}, timeout=30)
+    assert without.status_code in (401, 403) and "access_token" not in without.text
+    replayed = httpx.post(cp.url + "/api/auth/login", timeout=30,
+                          json={"email": email, "password": PASSWORD, "totp": totp.code_at(secret, step)})
+    assert replayed.status_code in (401, 403)
+    signed_in = httpx.post(cp.url + "/api/auth/login", timeout=30,
+                           json={"email": email, "password": PASSWORD, "totp": totp.code_at(secret, step + 1)})
+    assert signed_in.status_code == 200, signed_in.text
+    assert signed_in.json()["access_token"]
+
+    # Removing an active factor needs a fresh code from it.
+    assert me.post("/api/my/mfa/remove", json={"code": totp.code_at(secret, step + 1)}).status_code == 422
+    with psycopg.connect(cp.db_url) as conn:  # stand in for the next 30 s window instead of sleeping through it
+        conn.execute("UPDATE app_user SET totp_last_step = totp_last_step - 2 WHERE email = %s", (email,))
+    removed = me.post("/api/my/mfa/remove", json={"code": totp.code_at(secret, step + 1)})
+    assert removed.status_code == 200 and removed.json() == {"enabled": False}, removed.text
+    assert cp.login(email)

@@ -30,7 +30,9 @@ from nexus.controlplane.api.crud import decode_cursor, encode_cursor
 from nexus.controlplane.api.errors import ApiError, invalid, not_found
 from nexus.controlplane.api.operation import Call, Operation, Reply, Target, nrn
 from nexus.controlplane.api.schema import field
+from nexus.controlplane.auth import totp
 from nexus.crypto import vkeys
+from nexus.crypto.vault import Sealed
 from nexus.gateway.quota.engine import QuotaUnavailable
 from nexus.gateway.quota.policy import QuotaSubject
 from nexus.gateway.quota.store import load_snapshot
@@ -320,6 +322,81 @@ async def _budget(call: Call) -> Reply:
     return Reply(MyBudget(list(lines.values())))
 
 
+# -- second factor ----------------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class MfaEnrollment:
+    """A TOTP secret to load into an authenticator app; it is shown once and active only once confirmed."""
+
+    secret: str
+    otpauth_uri: str
+
+
+@attrs.frozen
+class MfaCode:
+    """A current 6-digit code from the authenticator app."""
+
+    code: str = field(pattern=r"^[0-9]{6}$")
+
+
+@attrs.frozen
+class MfaStatus:
+    """Whether sign-in asks for a TOTP code."""
+
+    enabled: bool
+
+
+async def _totp_row(call: Call) -> dict[str, Any]:
+    rows = await _rows(call, "SELECT email, totp_ciphertext, totp_nonce, totp_key_id, totp_enabled_at, totp_last_step "
+                             "FROM app_user WHERE id = %s FOR UPDATE", (call.principal.id,))
+    if not rows:
+        raise not_found("user")
+    return rows[0]
+
+
+async def _check_code(call: Call, row: dict[str, Any], code: str) -> None:
+    """The code must match the pending or active secret, and never a step already used (no replay)."""
+    if row["totp_ciphertext"] is None:
+        raise ApiError(409, "conflict", "no second factor is being set up; POST /api/my/mfa first")
+    sealed = Sealed(row["totp_key_id"], bytes(row["totp_nonce"]), bytes(row["totp_ciphertext"]))
+    step = totp.matching_step(totp.open_secret(call.services.vault, call.principal.id, sealed), code)
+    if step is None or (row["totp_last_step"] is not None and step <= row["totp_last_step"]):
+        raise invalid("code: does not match the authenticator's current code", "code")
+    await call.conn.execute("UPDATE app_user SET totp_last_step = %s WHERE id = %s", (step, call.principal.id))
+
+
+async def _mfa_begin(call: Call) -> Reply:
+    row = await _totp_row(call)
+    if row["totp_enabled_at"] is not None:
+        raise ApiError(409, "conflict", "a second factor is already active; remove it first (DELETE /api/my/mfa)")
+    secret = totp.generate_secret()
+    sealed = totp.seal_secret(call.services.vault, call.principal.id, secret)
+    await call.conn.execute(
+        "UPDATE app_user SET totp_ciphertext = %s, totp_nonce = %s, totp_key_id = %s, totp_last_step = NULL "
+        "WHERE id = %s", (sealed.ciphertext, sealed.nonce, sealed.key_id, call.principal.id))
+    return Reply(MfaEnrollment(secret, totp.provisioning_uri(secret, row["email"])), status=201,
+                 after={"mfa": "pending"})
+
+
+async def _mfa_confirm(call: Call) -> Reply:
+    row = await _totp_row(call)
+    await _check_code(call, row, call.body.code)
+    await call.conn.execute("UPDATE app_user SET totp_enabled_at = coalesce(totp_enabled_at, now()) WHERE id = %s",
+                            (call.principal.id,))
+    return Reply(MfaStatus(True), after={"mfa": "enabled"})
+
+
+async def _mfa_remove(call: Call) -> Reply:
+    row = await _totp_row(call)
+    if row["totp_enabled_at"] is not None:  # an active factor is removed only with a code from it
+        await _check_code(call, row, call.body.code)
+    await call.conn.execute(
+        "UPDATE app_user SET totp_ciphertext = NULL, totp_nonce = NULL, totp_key_id = NULL, totp_enabled_at = NULL, "
+        "totp_last_step = NULL WHERE id = %s", (call.principal.id,))
+    return Reply(MfaStatus(False), after={"mfa": "disabled"})
+
+
 def operations() -> list[Operation]:
     keys = f"{BASE}/virtual-keys"
     return [
@@ -334,4 +411,10 @@ def operations() -> list[Operation]:
                   query=UsageQuery, response=MyUsage),
         Operation("GET", f"{BASE}/budget", "my:budget.read", "My quotas: limits, used and remaining", TAG, _budget,
                   _me, response=MyBudget),
+        Operation("POST", f"{BASE}/mfa", "my:mfa.create", "Start setting up a TOTP second factor (secret shown once)",
+                  TAG, _mfa_begin, _me, response=MfaEnrollment, status=201),
+        Operation("POST", f"{BASE}/mfa/confirm", "my:mfa.update", "Turn the second factor on with a current code",
+                  TAG, _mfa_confirm, _me, body=MfaCode, response=MfaStatus),
+        Operation("POST", f"{BASE}/mfa/remove", "my:mfa.delete", "Turn the second factor off (a current code needed)",
+                  TAG, _mfa_remove, _me, body=MfaCode, response=MfaStatus),
     ]
