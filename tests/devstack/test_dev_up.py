@@ -51,8 +51,13 @@ def _run_until_banner(state: Path, env: dict[str, str]) -> tuple[subprocess.Pope
 
 
 def _curl_from(banner: str) -> list[str]:
-    block = banner.split("Try it:", 1)[1].split("Ctrl-C", 1)[0]
+    block = banner.split("Try it:", 1)[1].split("Admin API", 1)[0]
     return shlex.split(block.replace("\\\n", " "))
+
+
+def _admin_script(banner: str) -> str:
+    """The admin API lines of the banner, as the shell script a user would paste."""
+    return banner.split("Admin API", 1)[1].split("\n", 1)[1].split("Ctrl-C", 1)[0]
 
 
 def _stop(proc: subprocess.Popen[str], ports: list[int]) -> None:
@@ -78,6 +83,8 @@ def test_dev_up_with_the_machines_storage(tmp_path: Path, pg_server_url: str, va
         result = subprocess.run(curl, capture_output=True, text=True, timeout=30)
         assert result.returncode == 0, result.stderr
         assert "Hello, Nexus" in result.stdout
+        admin = subprocess.run(["bash", "-c", _admin_script(banner)], capture_output=True, text=True, timeout=30)
+        assert admin.returncode == 0 and '"items"' in admin.stdout and '"next_cursor"' in admin.stdout, admin
         for key in ("HUB__LISTEN", "CONTROL_PLANE__LISTEN", "PROXY__ADMIN", "AGENT__LISTEN"):
             port = env[f"NEXUS_{key}__PORT"]
             assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200

@@ -191,7 +191,7 @@ def _wait_for_interrupt(children: dict[str, subprocess.Popen[bytes]], logs: Path
 
 
 def _banner(demo: seed.DemoSeed, ports: dict[str, int], logs: Path) -> None:
-    gw = ports["gateway"]
+    gw, cp = ports["gateway"], ports["control-plane"]
     print(f"""
 Nexus is up.
   AI gateway      http://127.0.0.1:{gw}/v1
@@ -209,5 +209,10 @@ Try it:
   curl -s http://127.0.0.1:{gw}/v1/chat/completions \\
     -H 'Authorization: Bearer {demo.virtual_key}' -H 'Content-Type: application/json' \\
     -d '{{"model": "mock-gpt", "messages": [{{"role": "user", "content": "Hello, Nexus"}}]}}'
+
+Admin API (OpenAPI at http://127.0.0.1:{cp}/api/openapi.json):
+  TOKEN=$(curl -s http://127.0.0.1:{cp}/api/auth/login -H 'Content-Type: application/json' \\
+    -d '{{"email": "{demo.admin_email}", "password": "{demo.admin_password}"}}' | sed 's/.*"access_token":"\\([^"]*\\)".*/\\1/')
+  curl -s http://127.0.0.1:{cp}/api/admin/virtual-keys -H "Authorization: Bearer $TOKEN"
 
 Ctrl-C stops everything this command started.""", flush=True)
