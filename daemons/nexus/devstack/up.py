@@ -212,7 +212,8 @@ Try it:
 
 Admin API (OpenAPI at http://127.0.0.1:{cp}/api/openapi.json):
   TOKEN=$(curl -s http://127.0.0.1:{cp}/api/auth/login -H 'Content-Type: application/json' \\
-    -d '{{"email": "{demo.admin_email}", "password": "{demo.admin_password}"}}' | sed 's/.*"access_token":"\\([^"]*\\)".*/\\1/')
+    -d '{{"email": "{demo.admin_email}", "password": "{demo.admin_password}"}}' \\
+    | sed 's/.*"access_token":"\\([^"]*\\)".*/\\1/')
   curl -s http://127.0.0.1:{cp}/api/admin/virtual-keys -H "Authorization: Bearer $TOKEN"
 
 Ctrl-C stops everything this command started.""", flush=True)
