@@ -299,9 +299,9 @@ def render(report: dict[str, Any]) -> str:
         f"{meta['body_kb']:g} KiB chat body, zero-latency mock and load generator on core {meta['side_core']}; "
         "NATS a private server with JetStream (file storage) pinned to the side core.",
         "",
-        f"Commit {meta['commit']}; {meta['cpu']}, {meta['cores']} cores.  **The box is shared with other engineers' "
-        "sessions**: see 'cores busy %' (a figure well above the target's own CPU % means someone else used the "
-        "gateway core) and prefer the CPU-per-request ratio when they disagree.",
+        f"Commit {meta['commit']}; {meta['cpu']}, {meta['cores']} cores.  Other work on the box shows in 'cores "
+        "busy %' (a figure well above the target's own CPU % means someone else used the gateway core): prefer the "
+        "CPU-per-request ratio when the two disagree.",
         "",
         "| figure | capture full | capture off | full / off | target |",
         "| --- | --- | --- | --- | --- |",

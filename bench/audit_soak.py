@@ -146,9 +146,8 @@ def render(report: dict[str, Any]) -> str:
         f"{s['body_kb']:g} KiB, for {s['load_seconds']:.0f} s; mock provider and load generator on core "
         f"{meta['side_core']}.  RSS sampled every {meta['sample_s']:g} s.  Then NATS back and the spool replayed.",
         "",
-        f"Commit {meta['commit']}; {meta['cpu']}, {meta['cores']} cores.  **The box is shared with other engineers' "
-        "sessions (2 cores), whose test runs come and go**: the load average column shows it; latency tails "
-        "suffer from it, memory does not.",
+        f"Commit {meta['commit']}; {meta['cpu']}, {meta['cores']} cores.  Other work on the box shows in the load "
+        "average column; latency tails suffer from it, memory does not.",
         "",
         "| figure | value |",
         "| --- | --- |",
