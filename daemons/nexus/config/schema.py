@@ -157,6 +157,8 @@ class GatewayConfig:
     forward_headers: list[str] = attrs.field(factory=list)
     cache: CacheConfig = attrs.field(factory=CacheConfig)
     quota: QuotaConfig = attrs.field(factory=QuotaConfig)
+    # virtual_key.last_used_at is written in one batch this often (seconds), off the request path.
+    key_last_used_interval: float = attrs.field(default=60.0, validator=_positive_s)
 
 
 @attrs.define(kw_only=True)

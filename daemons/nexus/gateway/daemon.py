@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from nexus.audit.capture import CapturePolicy
@@ -62,6 +63,7 @@ def build(config: NexusConfig, control: daemon.Control) -> daemon.DaemonSpec:
                           lambda: control.draining)
     return daemon.DaemonSpec(
         name="gateway", endpoints=[endpoint(gw_cfg.listen, handler, gw_cfg.http, error_response=protocol_error)],
-        dependencies=deps, background=[emitter.run, watcher.run, quota.run, *([semantic.run] if semantic else [])],
+        dependencies=deps, background=[emitter.run, watcher.run, quota.run, *([semantic.run] if semantic else []),
+                    partial(keys.record_use, gw_cfg.key_last_used_interval)],
         drain_timeout=config.runtime.drain_timeout,
     )

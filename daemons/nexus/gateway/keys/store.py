@@ -107,13 +107,44 @@ class KeyStore:
         self._by_id: dict[str, bytes] = {}
         self._negative: OrderedDict[bytes, float] = OrderedDict()
         self._inflight: dict[bytes, trio.Event] = {}
+        self._used: set[str] = set()
 
     def _verdict(self, key: VirtualKey) -> AuthResult:
         if key.revoked:
             return _REVOKED
         if key.expires_at is not None and key.expires_at <= time.time():
             return _EXPIRED
+        self._used.add(key.id)
         return AuthResult("ok", key)
+
+    async def record_use(self, interval: float, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                         ) -> None:
+        """Write ``last_used_at`` of the keys used since the last round, in one statement every ``interval``.
+
+        Administrators find stale keys by it; the request path only adds an id to a set.  A round that
+        cannot reach PostgreSQL keeps its ids for the next one; the last round runs at shutdown.
+        """
+        task_status.started()
+        try:
+            while True:
+                await trio.sleep(interval)
+                await self._flush_use()
+        finally:
+            with trio.move_on_after(2.0) as scope:
+                scope.shield = True
+                await self._flush_use()
+
+    async def _flush_use(self) -> None:
+        if not self._used:
+            return
+        ids, self._used = sorted(self._used), set()
+        try:
+            async with self.pool.connection() as conn:
+                await conn.execute(
+                    "UPDATE virtual_key SET last_used_at = now() WHERE id = ANY(%s::uuid[])", (ids,))
+        except (psycopg.Error, PoolError) as exc:
+            self._used.update(ids)
+            log.warning("could not record key use (%d keys, kept for the next round): %s", len(ids), exc)
 
     async def authenticate(self, presented: str) -> AuthResult:
         if not vkeys.looks_valid(presented):
