@@ -219,6 +219,22 @@ def field(
     return attrs.field(**kwargs)
 
 
+def patch_of(create: type, *fixed: str, doc: str) -> type:
+    """A resource's update schema: its create schema without the fields fixed at creation.
+
+    The fields keep their types, defaults and constraints, so the two schemas cannot drift apart.
+    """
+    kept = {a.name: attrs.field(default=a.default, validator=a.validator, metadata=a.metadata, type=a.type)
+            for a in attrs.fields(attrs.resolve_types(create)) if a.name not in fixed}
+    unknown = set(fixed) - {a.name for a in attrs.fields(create)}
+    if unknown:
+        raise TypeError(f"{create.__name__} has no fields {sorted(unknown)}")
+    name = create.__name__.removesuffix("Create") + "Update"
+    update = attrs.make_class(name, kept, frozen=True)
+    update.__doc__, update.__module__ = doc, create.__module__
+    return update
+
+
 def _format(exc: BaseException, _tp: Any) -> str:
     if isinstance(exc, KeyError):
         return "is required"

@@ -26,7 +26,7 @@ from nexus.controlplane.api.crud import Resource, decode_cursor, encode_cursor, 
 from nexus.controlplane.api.crud import operations as crud_operations
 from nexus.controlplane.api.errors import ApiError, invalid
 from nexus.controlplane.api.operation import Call, Operation, Reply, Target, nrn
-from nexus.controlplane.api.schema import field
+from nexus.controlplane.api.schema import field, patch_of
 from nexus.policy.config import Exemption, HookConfig, PolicyConfigError, from_row
 from nexus.policy.hooks.base import BuildEnv
 
@@ -371,11 +371,11 @@ class RuleOverrideCreate:
     reason: str = field(default="", max_length=2000)
 
 
-@attrs.frozen
-class RuleOverrideUpdate:
-    disabled: bool = False
-    severity: Severity | None = None
-    reason: str = field(default="", max_length=2000)
+RuleOverrideUpdate = patch_of(
+    RuleOverrideCreate,
+    "org_id", "rule_id",
+    doc="Fields a rule override update may change (its org and rule are fixed).",
+)
 
 
 async def prepare_override(call: Call, values: dict[str, Any]) -> dict[str, Any]:
@@ -424,11 +424,11 @@ class InterceptionDomainCreate:
     enabled: bool = True
 
 
-@attrs.frozen
-class InterceptionDomainUpdate:
-    provider: str | None = field(default=None, max_length=100)
-    description: str = field(default="", max_length=2000)
-    enabled: bool = True
+InterceptionDomainUpdate = patch_of(
+    InterceptionDomainCreate,
+    "pattern",
+    doc="Fields an interception domain update may change (its pattern is fixed).",
+)
 
 
 async def prepare_created_by(call: Call, values: dict[str, Any]) -> dict[str, Any]:
@@ -491,10 +491,11 @@ class ExemptionCreate:
     expires_at: dt.datetime | None = None
 
 
-@attrs.frozen
-class ExemptionUpdate:
-    reason: str = field(min_length=1, max_length=2000)
-    expires_at: dt.datetime | None = None
+ExemptionUpdate = patch_of(
+    ExemptionCreate,
+    "kind", "bypass", "host_pattern", "source_cidr", "user_id", "virtual_key_id", "certificate_pinned",
+    doc="Fields an exemption update may change (what it exempts is fixed).",
+)
 
 
 def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:

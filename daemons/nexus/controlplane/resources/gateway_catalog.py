@@ -18,7 +18,7 @@ import attrs
 
 from nexus.controlplane.api.crud import Resource
 from nexus.controlplane.api.operation import Call, Operation, Reply
-from nexus.controlplane.api.schema import field
+from nexus.controlplane.api.schema import field, patch_of
 from nexus.controlplane.audit.mask import MASK
 from nexus.controlplane.resources.gateway_common import INT4_MAX, INT8_MAX, invalid, merged
 
@@ -70,17 +70,11 @@ class ProviderCreate:
     enabled: bool = True
 
 
-@attrs.frozen
-class ProviderUpdate:
-    """Fields a provider update may change."""
-
-    name: str = field(pattern=PROVIDER_NAME, max_length=63)
-    base_url: str = field(pattern=BASE_URL, max_length=2048)
-    display_name: str = field(default="", max_length=200)
-    region: str | None = field(default=None, max_length=64)
-    timeout_ms: int = field(default=600_000, minimum=1, maximum=3_600_000)
-    settings: dict[str, Any] = field(factory=dict)
-    enabled: bool = True
+ProviderUpdate = patch_of(
+    ProviderCreate,
+    "adapter",
+    doc="Fields a provider update may change.",
+)
 
 
 PROVIDERS = Resource(
@@ -124,14 +118,11 @@ class CredentialCreate:
     expires_at: dt.datetime | None = None
 
 
-@attrs.frozen
-class CredentialUpdate:
-    """Fields a credential update may change (the secret changes through rotate)."""
-
-    name: str = field(min_length=1, max_length=200)
-    weight: int = field(default=1, minimum=0, maximum=INT4_MAX)
-    enabled: bool = True
-    expires_at: dt.datetime | None = None
+CredentialUpdate = patch_of(
+    CredentialCreate,
+    "provider_id", "secret",
+    doc="Fields a credential update may change (the secret changes through rotate).",
+)
 
 
 @attrs.frozen
@@ -242,26 +233,11 @@ class ModelCreate:
     deprecated_at: dt.datetime | None = None
 
 
-@attrs.frozen
-class ModelUpdate:
-    """Fields a model update may change (its provider is fixed)."""
-
-    code: str = field(pattern=MODEL_CODE, max_length=128)
-    provider_model_id: str = field(min_length=1, max_length=256)
-    display_name: str = field(default="", max_length=200)
-    modality: Modality = "chat"
-    input_micro_usd_per_mtok: int = _price("uncached input")
-    output_micro_usd_per_mtok: int = _price("output")
-    cached_input_micro_usd_per_mtok: int = _price("provider-cache reads")
-    cache_write_micro_usd_per_mtok: int = _price("cache creation")
-    reasoning_micro_usd_per_mtok: int = _price("reasoning tokens")
-    context_window: int | None = field(default=None, minimum=1, maximum=INT4_MAX)
-    max_output_tokens: int | None = field(default=None, minimum=1, maximum=INT4_MAX)
-    default_max_tokens: int | None = field(default=None, minimum=1, maximum=INT4_MAX)
-    aliases: list[str] = field(factory=list, max_length=100)
-    capabilities: dict[str, Any] = field(factory=dict)
-    enabled: bool = True
-    deprecated_at: dt.datetime | None = None
+ModelUpdate = patch_of(
+    ModelCreate,
+    "provider_id",
+    doc="Fields a model update may change (its provider is fixed).",
+)
 
 
 _CODE = re.compile(MODEL_CODE)

@@ -22,7 +22,7 @@ from psycopg.types.json import Jsonb
 from nexus.controlplane.api.crud import Resource, org_path
 from nexus.controlplane.api.errors import ApiError
 from nexus.controlplane.api.operation import Call, Operation, Reply, Target, nrn
-from nexus.controlplane.api.schema import field
+from nexus.controlplane.api.schema import field, patch_of
 from nexus.controlplane.resources.gateway_common import INT4_MAX, INT8_MAX, Condition, actor, invalid, now
 from nexus.crypto import vkeys
 
@@ -82,17 +82,11 @@ class VirtualKeyCreate:
     metadata: dict[str, Any] = field(factory=dict)
 
 
-@attrs.frozen
-class VirtualKeyUpdate:
-    """Fields a virtual key update may change (owner, org, project and kind are fixed at creation)."""
-
-    name: str = field(min_length=1, max_length=200)
-    description: str = field(default="", max_length=2000)
-    allowed_models: list[str] = field(factory=lambda: ["*"], max_length=1000)
-    rpm: int | None = field(default=None, minimum=1, maximum=INT4_MAX)
-    tpm: int | None = field(default=None, minimum=1, maximum=INT8_MAX)
-    expires_at: dt.datetime | None = None
-    metadata: dict[str, Any] = field(factory=dict)
+VirtualKeyUpdate = patch_of(
+    VirtualKeyCreate,
+    "kind", "org_id", "project_id", "owner_user_id",
+    doc="Fields a virtual key update may change (owner, org, project and kind are fixed at creation).",
+)
 
 
 @attrs.frozen

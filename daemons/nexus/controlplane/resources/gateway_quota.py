@@ -24,7 +24,7 @@ from nexus.controlplane.api import schema
 from nexus.controlplane.api.crud import Resource
 from nexus.controlplane.api.errors import ApiError
 from nexus.controlplane.api.operation import Call, Operation
-from nexus.controlplane.api.schema import field
+from nexus.controlplane.api.schema import field, patch_of
 from nexus.controlplane.resources.gateway_common import INT8_MAX, actor, invalid, merged, now
 from nexus.gateway.quota.policy import override_from_row, policy_from_row
 
@@ -99,28 +99,11 @@ class QuotaPolicyCreate:
     enabled: bool = True
 
 
-@attrs.frozen
-class QuotaPolicyUpdate:
-    """Fields a quota policy update may change (its scope is fixed)."""
-
-    name: str = field(min_length=1, max_length=200)
-    description: str = field(default="", max_length=2000)
-    axis: Axis = "organization"
-    org_id: uuid.UUID | None = None
-    project_id: uuid.UUID | None = None
-    user_id: uuid.UUID | None = None
-    virtual_key_id: uuid.UUID | None = None
-    provider_id: uuid.UUID | None = None
-    model_code: str | None = field(default=None, min_length=1, max_length=128)
-    unit: Unit = "requests"
-    window_kind: Literal["calendar", "sliding"] = "calendar"
-    calendar_period: Literal["day", "week", "month"] | None = None
-    window_seconds: int | None = field(default=None, minimum=1, maximum=31 * 86400)
-    soft_limit: int | None = field(default=None, minimum=0, maximum=INT8_MAX)
-    hard_limit: int | None = field(default=None, minimum=0, maximum=INT8_MAX)
-    hard_action: Literal["block", "downgrade"] = "block"
-    fail_mode: Literal["closed", "open"] = "closed"
-    enabled: bool = True
+QuotaPolicyUpdate = patch_of(
+    QuotaPolicyCreate,
+    "scope_org_id",
+    doc="Fields a quota policy update may change (its scope is fixed).",
+)
 
 
 @attrs.frozen
@@ -161,14 +144,11 @@ class QuotaOverrideCreate:
     expires_at: dt.datetime | None = None
 
 
-@attrs.frozen
-class QuotaOverrideUpdate:
-    """Fields an override update may change (policy and subject are fixed)."""
-
-    reason: str = field(min_length=1, max_length=500)
-    soft_limit: int | None = field(default=None, minimum=0, maximum=INT8_MAX)
-    hard_limit: int | None = field(default=None, minimum=0, maximum=INT8_MAX)
-    expires_at: dt.datetime | None = None
+QuotaOverrideUpdate = patch_of(
+    QuotaOverrideCreate,
+    "quota_policy_id", "org_id", "project_id", "user_id", "virtual_key_id", "provider_id", "model_code",
+    doc="Fields an override update may change (policy and subject are fixed).",
+)
 
 
 # -- checks ---------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from nexus.controlplane.api.crud import ListQuery, Resource, decode_cursor, enco
 from nexus.controlplane.api.crud import operations as crud_operations
 from nexus.controlplane.api.errors import ApiError, invalid, not_found
 from nexus.controlplane.api.operation import Call, Operation, Reply, Target, nrn
-from nexus.controlplane.api.schema import field
+from nexus.controlplane.api.schema import field, patch_of
 from nexus.controlplane.auth import apikeys
 from nexus.controlplane.auth.federation import seal_client_secret
 from nexus.controlplane.auth.local import MAX_PASSWORD, normalise_email, password_problem
@@ -295,12 +295,11 @@ class GroupCreate:
     description: str = field(default="", max_length=2000)
 
 
-@attrs.frozen
-class GroupUpdate:
-    """Fields a group update may change."""
-
-    name: str = field(min_length=1, max_length=200)
-    description: str = field(default="", max_length=2000)
+GroupUpdate = patch_of(
+    GroupCreate,
+    "org_id",
+    doc="Fields a group update may change.",
+)
 
 
 @attrs.frozen
@@ -522,12 +521,11 @@ class ApiKeyCreate:
     policy_ids: list[uuid.UUID] = field(factory=list, description="policies to attach (admin:policy.update each)")
 
 
-@attrs.frozen
-class ApiKeyUpdate:
-    """Fields an API key update may change."""
-
-    name: str = field(min_length=1, max_length=200)
-    description: str = field(default="", max_length=2000)
+ApiKeyUpdate = patch_of(
+    ApiKeyCreate,
+    "org_id", "expires_at", "policy_ids",
+    doc="Fields an API key update may change.",
+)
 
 
 API_KEYS = Resource(
