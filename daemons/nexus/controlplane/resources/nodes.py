@@ -202,23 +202,10 @@ class EnrollmentToken:
 
 
 @attrs.frozen
-class EnrollmentTokenCreated:
+class EnrollmentTokenCreated(EnrollmentToken):
     """A new enrollment token: ``token`` is shown this once; store it in the installer's secrets."""
 
-    id: uuid.UUID
-    token: str
-    token_prefix: str
-    org_id: uuid.UUID
-    name: str
-    labels: dict[str, Any]
-    max_uses: int
-    use_count: int
-    status: Literal["active", "revoked", "expired", "exhausted"]
-    expires_at: dt.datetime
-    revoked_at: dt.datetime | None
-    last_used_at: dt.datetime | None
-    created_by: uuid.UUID | None
-    created_at: dt.datetime
+    token: str = field(description="the clear token (nxe_…); it cannot be read back")
 
 
 @attrs.frozen
