@@ -324,18 +324,19 @@ def _number(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _numeric(values: Sequence[JsonScalar], relation: str) -> _Matcher:
-    wanted: list[float] = []
+def _ordered(values: Sequence[JsonScalar], relation: str, parse: Callable[[object], Any], what: str) -> _Matcher:
+    """Numeric* and Date*: the policy's values and the request's, parsed alike, compared by ``relation``."""
+    wanted: list[Any] = []
     for i, value in enumerate(values):
-        number = _number(value)
-        if number is None:
-            raise ConditionError(f"must be a number, not {value!r}", f"[{i}]")
-        wanted.append(number)
+        parsed = parse(value)
+        if parsed is None:
+            raise ConditionError(f"must be {what}, not {value!r}", f"[{i}]")
+        wanted.append(parsed)
     compare = _COMPARE[relation]
 
     def match(value: ContextValue, _ctx: RequestContext) -> bool:
-        number = _number(value)
-        return number is not None and any(compare(number, w) for w in wanted)
+        parsed = parse(value)
+        return parsed is not None and any(compare(parsed, w) for w in wanted)
 
     return match
 
@@ -357,22 +358,6 @@ def _instant(value: object) -> datetime | None:
             return None
         return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
     return None
-
-
-def _date(values: Sequence[JsonScalar], relation: str) -> _Matcher:
-    wanted: list[datetime] = []
-    for i, value in enumerate(values):
-        instant = _instant(value)
-        if instant is None:
-            raise ConditionError(f"must be an ISO 8601 date-time or Unix seconds, not {value!r}", f"[{i}]")
-        wanted.append(instant)
-    compare = _COMPARE[relation]
-
-    def match(value: ContextValue, _ctx: RequestContext) -> bool:
-        instant = _instant(value)
-        return instant is not None and any(compare(instant, w) for w in wanted)
-
-    return match
 
 
 def _truth(value: object) -> bool | None:
@@ -452,8 +437,11 @@ _BASE: dict[str, tuple[_Family, bool]] = {
     "NotIpAddress": (_ip, True),
 }
 for _relation in _COMPARE:
-    _BASE[f"Numeric{_relation}"] = ((lambda r: lambda v: _numeric(v, r))(_relation), _relation == "NotEquals")
-    _BASE[f"Date{_relation}"] = ((lambda r: lambda v: _date(v, r))(_relation), _relation == "NotEquals")
+    _BASE[f"Numeric{_relation}"] = (
+        (lambda r: lambda v: _ordered(v, r, _number, "a number"))(_relation), _relation == "NotEquals")
+    _BASE[f"Date{_relation}"] = (
+        (lambda r: lambda v: _ordered(v, r, _instant, "an ISO 8601 date-time or Unix seconds"))(_relation),
+        _relation == "NotEquals")
 
 OPERATORS = frozenset({*_BASE, *(f"{name}IfExists" for name in _BASE), "Null"})
 
