@@ -194,30 +194,8 @@ def main() -> int:
     p.add_argument("--state-dir", default=str(bench.ROOT / ".nexus" / "bench-soak"))
     p.add_argument("--out", default=None, help="results path without suffix")
     args = p.parse_args()
-    state = Path(args.state_dir).absolute()
-    for sub in ("logs", "var", "nats"):
-        (state / sub).mkdir(parents=True, exist_ok=True)
-    procs = bench.Processes(state / "logs")
-    nats = PrivateNats(state / "nats")
-    try:
-        with bench._sigterm_as_exit():
-            report = soak(args, state, procs, nats)
-    except (bench.BenchError, OSError) as exc:
-        print(f"soak: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        procs.stop_all()
-        nats.stop()
-        # The replayed events stay in the private stream: half a GiB after a 10-minute soak.
-        shutil.rmtree(state / "nats" / "jetstream", ignore_errors=True)
-    now = datetime.date.today().isoformat()
-    out = Path(args.out) if args.out else bench.BENCH / "results" / f"{now}-audit-soak"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    md = render(report)
-    out.with_suffix(".md").write_text(md + "\n")
-    print(md)
-    return 0
+    return bench.run_with_private_nats('soak', Path(args.state_dir), args.out, 'audit-soak',
+                                       lambda state, procs, nats: soak(args, state, procs, nats), render)
 
 
 def soak(args: argparse.Namespace, state: Path, procs: bench.Processes, nats: PrivateNats) -> dict[str, Any]:

@@ -528,6 +528,41 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+
+def run_with_private_nats(
+    label: str, state: Path, out: str | None, default_name: str,
+    measure: Callable[[Path, Processes, Any], dict[str, Any]], render: Callable[[dict[str, Any]], str],
+) -> int:
+    """The frame of a benchmark on its own NATS: state dirs, every process stopped, results written.
+
+    ``measure(state, procs, nats)`` starts what it needs; the private JetStream data (events the run
+    published, up to GBs after a soak) is removed afterwards.  Exit status 1 with the reason on failure.
+    """
+    from nexus.devstack.services import PrivateNats
+
+    state = state.absolute()
+    for sub in ("logs", "var", "nats"):
+        (state / sub).mkdir(parents=True, exist_ok=True)
+    procs = Processes(state / "logs")
+    nats = PrivateNats(state / "nats")
+    try:
+        with _sigterm_as_exit():
+            report = measure(state, procs, nats)
+    except (BenchError, OSError) as exc:
+        print(f"{label}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        procs.stop_all()
+        nats.stop()
+        shutil.rmtree(state / "nats" / "jetstream", ignore_errors=True)
+    path = Path(out) if out else BENCH / "results" / f"{datetime.date.today().isoformat()}-{default_name}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    md = render(report)
+    path.with_suffix(".md").write_text(md + "\n")
+    print(md)
+    return 0
+
 @contextlib.contextmanager
 def _sigterm_as_exit() -> Iterator[None]:
     def handler(_signum: int, _frame: object) -> None:
